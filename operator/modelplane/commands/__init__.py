@@ -1,0 +1,1 @@
+"""CLI glue: parse arguments, do the I/O, call the pure layers. The top layer of the operator."""
