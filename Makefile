@@ -40,3 +40,6 @@ runtime-tests: venv ## the runtime tests: a real server process per module
 test: venv ## everything CI runs: lint, unit, runtime and integration tests
 	$(MAKE) lint
 	$(BIN)/pytest tests/unit tests/runtime
+
+generate: venv ## regenerate crds/ from the pydantic API models
+	$(BIN)/modelplane crd -o crds/modeldeployments.modelplane.dev.yaml

@@ -1,0 +1,280 @@
+"""One level-based reconcile: load the spec, render the children, apply what differs, write status once.
+
+Reads come from caches fed by Kopf's watch streams; writes go through `modelplane.kube`. Nothing here
+branches on which event happened: every reconcile starts from the current state, so a missed event,
+a restart mid-reconcile or a periodic resync all converge the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from modelplane.api.errors import describe
+from modelplane.api.models import ModelDeploymentSpec
+from modelplane.kube.client import Kube, KubeError
+from modelplane.reconcile.metrics import Metrics
+from modelplane.reconcile.queue import WorkQueue
+from modelplane.render.children import CHILD_KINDS, Owner, RenderOptions, build_children
+from modelplane.render.compare import HASH_ANNOTATION, differences, needs_apply
+from modelplane.render.status import (
+    READY,
+    ApplyError,
+    Observed,
+    compute_status,
+    ready_condition,
+    status_patch,
+    transition_event,
+)
+
+logger = logging.getLogger("modelplane.operator")
+
+Key = tuple[str, str]  # (namespace, name)
+ChildKind = tuple[str, str]  # (apiVersion, kind)
+DEPLOYMENT: ChildKind = ("apps/v1", "Deployment")
+SERVICE: ChildKind = ("v1", "Service")
+# Children that come and go with the spec (a PDB only above one replica, an HPA only when asked).
+OPTIONAL_KINDS = {("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler")}
+
+
+class Cache(Protocol):
+    """What the watch streams have told us (Kopf indices in the operator, dicts in tests)."""
+
+    def modeldeployment(self, key: Key) -> Mapping[str, Any] | None: ...
+
+    def children(self, key: Key, uid: str) -> dict[ChildKind, Mapping[str, Any]]: ...
+
+    def pods(self, key: Key) -> list[Mapping[str, Any]]: ...
+
+    def keys(self) -> list[Key]: ...
+
+
+class RetryLater(Exception):
+    """The reconcile wrote what it could but must run again soon (a transient API error)."""
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_spec(spec: Any) -> tuple[ModelDeploymentSpec | None, str | None]:
+    """The validated spec, or None and an error naming the field (what CEL could not check)."""
+    try:
+        return ModelDeploymentSpec.model_validate(spec or {}), None
+    except ValidationError as exc:
+        return None, describe(exc, "spec.").replace("\n", "; ")
+
+
+@dataclass
+class Controller:
+    kube: Kube
+    cache: Cache
+    options: RenderOptions = field(default_factory=RenderOptions)
+    metrics: Metrics = field(default_factory=Metrics)
+    now: Callable[[], str] = utc_now
+    workers: int = 4
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
+    _failures: dict[Key, int] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _ready: dict[Key, bool] = field(default_factory=dict)
+    # Manifests the API server refused as invalid, by desired hash: not sent again until they change,
+    # so an invalid spec does not turn into a write on every resync.
+    _rejected: dict[tuple[Key, ChildKind], tuple[str, str]] = field(default_factory=dict)
+
+    # -- the reconcile ------------------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> None:
+        namespace, name = key
+        resource = self.cache.modeldeployment(key)
+        if resource is None:
+            self._ready.pop(key, None)
+            for stale in [k for k in self._rejected if k[0] == key]:
+                del self._rejected[stale]
+            return  # deleted: garbage collection removes the children
+        metadata = resource.get("metadata") or {}
+        if metadata.get("deletionTimestamp"):
+            return
+        uid = str(metadata.get("uid"))
+        observed = self.cache.children(key, uid)
+        spec, spec_error = parse_spec(resource.get("spec"))
+
+        current: dict[ChildKind, Mapping[str, Any]] = dict(observed)
+        apply_error: ApplyError | None = None
+        changes: list[tuple[str, str]] = []  # (reason, message) for events
+        if spec is not None:
+            desired = build_children(spec, Owner(name=name, namespace=namespace, uid=uid), self.options)
+            for manifest in desired:
+                kind: ChildKind = (manifest["apiVersion"], manifest["kind"])
+                before = observed.get(kind)
+                why = needs_apply(manifest, before)
+                if not why:
+                    continue
+                digest = manifest["metadata"]["annotations"][HASH_ANNOTATION]
+                rejected = self._rejected.get((key, kind))
+                if rejected is not None and rejected[0] == digest:
+                    apply_error = apply_error or ApplyError(kind[1], name, rejected[1], True)
+                    continue
+                try:
+                    result = await self.kube.apply(manifest)
+                except KubeError as exc:
+                    logger.warning("Applying %s %s/%s failed: %s", kind[1], namespace, name, exc.message)
+                    if exc.permanent:
+                        self._rejected[(key, kind)] = (digest, exc.message)
+                    apply_error = apply_error or ApplyError(kind[1], name, exc.message, exc.permanent)
+                    continue
+                self._rejected.pop((key, kind), None)
+                current[kind] = result
+                verb = "Created" if before is None else "Updated"
+                logger.info("%s %s %s/%s (%s)", verb, kind[1], namespace, name, ", ".join(why[:5]))
+                changes.append((verb, f"{verb} {kind[1]} {name}" + ("" if before is None else f": {why[0]}")))
+                leftover = differences(manifest, result)
+                if leftover:
+                    # The server rewrote a value the comparison does not understand: it would be applied
+                    # again on every resync. Say so loudly; it is a bug in modelplane.render.compare.
+                    logger.warning(
+                        "Applied %s %s/%s still differs at %s", kind[1], namespace, name, leftover[:5]
+                    )
+            wanted = {(m["apiVersion"], m["kind"]) for m in desired}
+            for kind in sorted(OPTIONAL_KINDS - wanted):
+                if kind not in observed:
+                    continue
+                try:
+                    await self.kube.delete(kind[0], kind[1], namespace, name)
+                except KubeError as exc:
+                    logger.warning("Deleting %s %s/%s failed: %s", kind[1], namespace, name, exc.message)
+                    apply_error = apply_error or ApplyError(kind[1], name, exc.message, exc.permanent)
+                    continue
+                current.pop(kind, None)
+                logger.info("Deleted %s %s/%s: no longer wanted", kind[1], namespace, name)
+                changes.append(("Deleted", f"Deleted {kind[1]} {name}: no longer wanted by the spec"))
+
+        state = Observed(
+            name=name,
+            namespace=namespace,
+            generation=int(metadata.get("generation") or 0),
+            spec=spec,
+            spec_error=spec_error,
+            deployment=current.get(DEPLOYMENT),
+            service=current.get(SERVICE),
+            pods=self.cache.pods(key),
+            apply_error=apply_error,
+        )
+        previous = resource.get("status") or {}
+        status = compute_status(state, previous, self.now())
+        patch = status_patch(previous, status)
+        if patch is not None:
+            await self._write_status(key, patch)
+        self._ready[key] = ready_condition(status).get("status") == "True"
+
+        transition = transition_event(previous, status) if patch is not None else None
+        for reason, message in changes:
+            await self._event(resource, "Normal", reason, message)
+        if transition is not None:
+            await self._event(resource, *transition)
+        if apply_error is not None and not apply_error.permanent:
+            raise RetryLater(f"{apply_error.kind} {apply_error.name}: {apply_error.message}")
+
+    async def _write_status(self, key: Key, patch: dict[str, Any]) -> None:
+        namespace, name = key
+        try:
+            await self.kube.patch_status(namespace, name, patch)
+        except KubeError as exc:
+            if exc.code == 404:
+                return  # deleted meanwhile
+            raise
+        ready = ready_condition(patch["status"])
+        logger.info(
+            "Updated status of ModelDeployment %s/%s: %s=%s %s",
+            namespace,
+            name,
+            READY,
+            ready.get("status"),
+            ready.get("reason"),
+        )
+
+    async def _event(self, resource: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
+            await self.kube.event(dict(resource), type_, reason, message)
+        except KubeError as exc:  # an event is worth a log line, not a failed reconcile
+            logger.warning("Posting event %s failed: %s", reason, exc.message)
+
+    # -- the workers ----------------------------------------------------------------------------
+
+    def enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+        self.metrics.queue_depth.set(len(self.queue))
+
+    def enqueue_all(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self.enqueue(key)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            self.metrics.queue_depth.set(len(self.queue))
+            started = time.monotonic()
+            try:
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # One broken reconcile must not stop the others: log, count, retry with backoff.
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(2.0**failures, 300.0)
+                self.metrics.reconciles.labels(result="error").inc()
+                self.metrics.errors.inc()
+                detail = (
+                    exc.message
+                    if isinstance(exc, KubeError)
+                    else str(exc)
+                    if isinstance(exc, RetryLater)
+                    else repr(exc)
+                )
+                logger.error(
+                    "Reconciling ModelDeployment %s/%s failed (retry in %.0fs): %s",
+                    key[0],
+                    key[1],
+                    delay,
+                    detail,
+                    exc_info=not isinstance(exc, KubeError | RetryLater),
+                )
+                self.queue.done(key)
+                self.queue.add_after(key, delay)
+            else:
+                self._failures.pop(key, None)
+                self.metrics.reconciles.labels(result="ok").inc()
+                self.queue.done(key)
+            finally:
+                self.metrics.duration.observe(time.monotonic() - started)
+                self.metrics.managed.set(len(self.cache.keys()))
+                self.metrics.ready.set(sum(1 for ready in self._ready.values() if ready))
+
+    async def _resync(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            self.enqueue_all(self.cache.keys())
+
+    def start(self, resync_seconds: float) -> None:
+        """Start the workers and the periodic resync (call once, inside the running event loop)."""
+        for index in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"modelplane-worker-{index}"))
+        if resync_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._resync(resync_seconds), name="modelplane-resync"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.queue.close()
+
+
+__all__ = ["CHILD_KINDS", "Cache", "Controller", "Key", "parse_spec"]
