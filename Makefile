@@ -37,6 +37,10 @@ unit: venv ## the fast tests: no cluster, no server process
 runtime-tests: venv ## the runtime tests: a real server process per module
 	$(BIN)/pytest -m runtime tests/runtime
 
+.PHONY: bench-runtime
+bench-runtime: venv ## runtime benchmark, ours vs MLServer (BENCH_ARGS=--quick for a smoke run; bench/README.md)
+	$(BIN)/python bench/runtime_bench.py $(BENCH_ARGS)
+
 test: venv ## everything CI runs: lint, unit, runtime and integration tests
 	$(MAKE) lint
 	$(BIN)/pytest tests/unit tests/runtime
