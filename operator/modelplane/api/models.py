@@ -64,9 +64,14 @@ def cel(rule: str, message: str, *, field_path: str | None = None, reason: str |
 
 
 class _Model(BaseModel):
-    """Base: camelCase names on the wire, unknown fields rejected (typos fail loudly), immutable."""
+    """Base: camelCase names on the wire, unknown fields rejected (typos fail loudly), immutable.
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    Strict: "2" is not an integer here, exactly as the API server's schema validation sees it.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
+    )
 
 
 # -- small reusable field types ------------------------------------------------------------------
