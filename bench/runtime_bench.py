@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -277,6 +278,8 @@ class Server:
     cwd: Path
     log_path: Path
     grpc_port: int
+    # Where Triton-named metrics can be scraped (ours); None for a server without them (MLServer).
+    metrics_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -329,6 +332,27 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def metric_sum(text: str, name: str, model: str) -> float:
+    """Sum of a Prometheus counter's samples for one model, from the text exposition format."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            total += float(line.rsplit(None, 1)[1])
+    return total
+
+
+def batch_counters(server: Server, model: str) -> tuple[float, float] | None:
+    """(inferences, executions) so far, from Triton's `nv_inference_count`/`nv_inference_exec_count`."""
+    if server.metrics_port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    return metric_sum(text, "nv_inference_count", model), metric_sum(text, "nv_inference_exec_count", model)
 
 
 def pinned(argv: list[str], cpus: str | None) -> list[str]:
@@ -397,6 +421,7 @@ class Window:
     server_core_pct: float
     client_core_pct: float
     other_cpu_pct: float
+    mean_batch: float | None = None
     first_error: str = ""
 
 
@@ -486,7 +511,7 @@ async def drive(
 
 def run_window(
     server: Server,
-    bench_pids: Sequence[Server],
+    all_servers: Sequence[Server],
     spec: ModelSpec,
     inputs: np.ndarray,
     expected: np.ndarray,
@@ -498,15 +523,20 @@ def run_window(
 ) -> Window:
     """Measure one round, with the CPU spent by this server, this client and everything else."""
     wall0, busy0, self0 = time.monotonic(), system_busy_seconds(), self_cpu_seconds()
-    servers0 = {s.name: s.cpu_seconds() for s in bench_pids}
+    servers0 = {s.name: s.cpu_seconds() for s in all_servers}
+    batches0 = batch_counters(server, spec.name)
     latencies, errors, mismatches, verified, first_error, measured = asyncio.run(
         drive(server.url, spec.name, inputs, expected, concurrency, warmup_s, duration_s, verify_every)
     )
     wall = time.monotonic() - wall0
     busy = system_busy_seconds() - busy0
     client_cpu = self_cpu_seconds() - self0
-    server_cpu = {s.name: s.cpu_seconds() - servers0[s.name] for s in bench_pids}
+    server_cpu = {s.name: s.cpu_seconds() - servers0[s.name] for s in all_servers}
     other = max(0.0, busy - client_cpu - sum(server_cpu.values()))
+    batches1 = batch_counters(server, spec.name)
+    mean_batch = None
+    if batches0 and batches1 and batches1[1] > batches0[1]:
+        mean_batch = (batches1[0] - batches0[0]) / (batches1[1] - batches0[1])
     lat = np.asarray(latencies)
     count = int(lat.size)
     # CPU per inference covers the warm-up too (the counters cannot be split), so divide by all
@@ -532,6 +562,7 @@ def run_window(
         server_core_pct=100.0 * server_cpu[server.name] / wall,
         client_core_pct=100.0 * client_cpu / wall,
         other_cpu_pct=100.0 * other / (wall * (os.cpu_count() or 1)),
+        mean_batch=mean_batch,
         first_error=first_error,
     )
 
@@ -553,6 +584,7 @@ class Cell:
     p99_ms: float
     server_cpu_us_per_infer: float
     client_core_pct: float
+    mean_batch: float | None
     errors: int
     mismatches: int
     infer_per_s_spread: tuple[float, float] = field(default=(0.0, 0.0))
@@ -560,7 +592,13 @@ class Cell:
 
 def summarize(windows: Sequence[Window]) -> list[Cell]:
     """Median over rounds per cell; errors and mismatches are summed, never averaged away."""
-    keys = sorted({(w.model, w.server, w.concurrency) for w in windows}, key=lambda k: (k[0], k[2], k[1]))
+    # Run order for models and concurrencies; ours before MLServer within a pair.
+    order = {key: i for i, key in enumerate(dict.fromkeys((w.model, w.concurrency) for w in windows))}
+    rank = {"modelplane": 0, "mlserver": 1}
+    keys = sorted(
+        {(w.model, w.server, w.concurrency) for w in windows},
+        key=lambda k: (order[(k[0], k[2])], rank.get(k[1], 2)),
+    )
     cells = []
     for model, server, conc in keys:
         ws = [w for w in windows if (w.model, w.server, w.concurrency) == (model, server, conc)]
@@ -576,6 +614,9 @@ def summarize(windows: Sequence[Window]) -> list[Cell]:
                 p99_ms=statistics.median(w.p99_ms for w in ws),
                 server_cpu_us_per_infer=statistics.median(w.server_cpu_us_per_infer for w in ws),
                 client_core_pct=statistics.median(w.client_core_pct for w in ws),
+                mean_batch=statistics.median(batches)
+                if (batches := [w.mean_batch for w in ws if w.mean_batch])
+                else None,
                 errors=sum(w.errors for w in ws),
                 mismatches=sum(w.mismatches for w in ws),
                 infer_per_s_spread=(min(rates), max(rates)),
@@ -612,15 +653,16 @@ def render_table(cells: Sequence[Cell], ratios: Sequence[dict[str, Any]], top_co
     by_key = {(r["model"], r["concurrency"]): r for r in ratios}
     header = (
         f"{'model':<5} {'conc':>4}  {'server':<10} {'infer/s':>8} {'min..max':>13} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'cpu us/inf':>10} {'err':>4}  {'ours/mls':>8} {'p99 o/m':>7}  target"
+        f"{'p99 ms':>7} {'cpu us/inf':>10} {'batch':>5} {'err':>4}  {'ours/mls':>8} {'p99 o/m':>7}  target"
     )
     lines = [header, "-" * len(header)]
     for cell in cells:
         low, high = cell.infer_per_s_spread
+        batch = f"{cell.mean_batch:.1f}" if cell.mean_batch else "-"
         line = (
             f"{cell.model:<5} {cell.concurrency:>4}  {cell.server:<10} {cell.infer_per_s:>8.0f} "
             f"{f'{low:.0f}..{high:.0f}':>13} {cell.p50_ms:>7.2f} {cell.p99_ms:>7.2f} "
-            f"{cell.server_cpu_us_per_infer:>10.0f} {cell.errors + cell.mismatches:>4}"
+            f"{cell.server_cpu_us_per_infer:>10.0f} {batch:>5} {cell.errors + cell.mismatches:>4}"
         )
         ratio = by_key.get((cell.model, cell.concurrency))
         if ratio and cell.server == "modelplane":
