@@ -161,5 +161,6 @@ def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) 
         return ["absent"]
     want = desired.get("metadata", {}).get("annotations", {}).get(HASH_ANNOTATION)
     have = (observed.get("metadata", {}).get("annotations") or {}).get(HASH_ANNOTATION)
-    reasons = [] if want == have else ["desired state changed"]
-    return reasons + differences(desired, observed)
+    if want != have:
+        return ["desired state changed"]
+    return differences(desired, observed)

@@ -1,0 +1,273 @@
+"""The reconcile loop against an in-memory API server: what it writes, and that idle means no writes."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from modelplane.kube.client import KubeError
+from modelplane.reconcile.controller import Controller, Key, RetryLater
+from modelplane.reconcile.queue import WorkQueue
+
+KEY: Key = ("ns", "m")
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeServer:
+    """Stores what is applied, adds what an API server adds, and records every write."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.mdep: dict[str, Any] | None = {
+            "apiVersion": "modelplane.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m", "namespace": "ns", "uid": "uid-1", "generation": 1},
+            "spec": spec,
+        }
+        self.writes: list[tuple[str, str]] = []
+        self.fail: dict[str, KubeError] = {}
+
+    # -- the Kube interface the Controller uses --
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(("apply", manifest["kind"]))
+        if manifest["kind"] in self.fail:
+            raise self.fail[manifest["kind"]]
+        kind = (manifest["apiVersion"], manifest["kind"])
+        observed = copy.deepcopy(manifest)
+        previous = self.objects.get(kind)
+        generation = (previous or {}).get("metadata", {}).get("generation", 0) + 1
+        observed["metadata"].update({"uid": f"{manifest['kind']}-uid", "generation": generation})
+        if manifest["kind"] == "Deployment":
+            observed["spec"].setdefault("replicas", (previous or {}).get("spec", {}).get("replicas", 1))
+            observed["spec"]["strategy"] = {"type": "RollingUpdate"}
+            for container in observed["spec"]["template"]["spec"]["containers"]:
+                container["terminationMessagePath"] = "/dev/termination-log"
+            observed["status"] = (previous or {}).get("status", {})
+        self.objects[kind] = observed
+        return copy.deepcopy(observed)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.writes.append(("delete", kind))
+        self.objects.pop((api_version, kind), None)
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(("patch", "status"))
+        assert self.mdep is not None
+        status = dict(self.mdep.get("status") or {})
+        for key, value in patch["status"].items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = value
+        self.mdep["status"] = status
+        return copy.deepcopy(self.mdep)
+
+    async def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.writes.append(("event", reason))
+
+    async def close(self) -> None:
+        pass
+
+    # -- the Cache interface: an up-to-date watch cache of the same objects --
+    def modeldeployment(self, key: Key) -> Mapping[str, Any] | None:
+        return copy.deepcopy(self.mdep) if key == KEY else None
+
+    def children(self, key: Key, uid: str) -> dict[tuple[str, str], Mapping[str, Any]]:
+        return {k: copy.deepcopy(v) for k, v in self.objects.items()} if key == KEY else {}
+
+    def pods(self, key: Key) -> list[Mapping[str, Any]]:
+        return []
+
+    def keys(self) -> list[Key]:
+        return [KEY] if self.mdep else []
+
+    # -- helpers for the tests --
+    def roll_out(self) -> None:
+        """What the Deployment controller and the kubelet do: everything becomes available."""
+        deployment = self.objects[("apps/v1", "Deployment")]
+        replicas = deployment["spec"]["replicas"]
+        deployment["status"] = {
+            "observedGeneration": deployment["metadata"]["generation"],
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "updatedReplicas": replicas,
+        }
+
+    def set_spec(self, spec: dict[str, Any]) -> None:
+        assert self.mdep is not None
+        self.mdep["spec"] = spec
+        self.mdep["metadata"]["generation"] += 1
+
+    def take_writes(self) -> list[tuple[str, str]]:
+        writes, self.writes = self.writes, []
+        return writes
+
+
+def controller(server: FakeServer) -> Controller:
+    return Controller(kube=server, cache=server, now=lambda: "2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+
+
+def ready(server: FakeServer) -> dict[str, Any]:
+    assert server.mdep is not None
+    return next(c for c in server.mdep["status"]["conditions"] if c["type"] == "Ready")
+
+
+SPEC = {"model": {"uri": "s3://b/m"}, "replicas": 2, "gpu": {"count": 1}}
+
+
+async def test_first_reconcile_creates_children_and_status_then_idle_writes_nothing() -> None:
+    server = FakeServer(copy.deepcopy(SPEC))
+    ctl = controller(server)
+    await ctl.reconcile(KEY)
+    writes = server.take_writes()
+    assert ("apply", "Deployment") in writes
+    assert ("apply", "Service") in writes
+    assert ("apply", "PodDisruptionBudget") in writes
+    assert ("patch", "status") in writes
+    assert ("event", "Created") in writes
+    assert ready(server)["status"] == "False"
+
+    await ctl.reconcile(KEY)  # nothing changed
+    assert server.take_writes() == []
+
+    server.roll_out()
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == [("patch", "status"), ("event", "Available")]
+    assert ready(server)["status"] == "True"
+    for _ in range(3):  # resyncs
+        await ctl.reconcile(KEY)
+    assert server.take_writes() == []
+
+
+async def test_drift_is_repaired_with_one_apply() -> None:
+    server = FakeServer(copy.deepcopy(SPEC))
+    ctl = controller(server)
+    await ctl.reconcile(KEY)
+    server.roll_out()
+    await ctl.reconcile(KEY)
+    server.take_writes()
+
+    server.objects[("apps/v1", "Deployment")]["spec"]["replicas"] = 7
+    del server.objects[("v1", "Service")]
+    await ctl.reconcile(KEY)
+    writes = server.take_writes()
+    assert writes.count(("apply", "Deployment")) == 1
+    assert writes.count(("apply", "Service")) == 1
+    assert server.objects[("apps/v1", "Deployment")]["spec"]["replicas"] == 2
+    await ctl.reconcile(KEY)
+    server.roll_out()
+    await ctl.reconcile(KEY)
+    server.take_writes()
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == []
+
+
+async def test_unwanted_pdb_is_deleted_and_autoscaling_drops_replicas() -> None:
+    server = FakeServer(copy.deepcopy(SPEC))
+    ctl = controller(server)
+    await ctl.reconcile(KEY)
+    assert ("policy/v1", "PodDisruptionBudget") in server.objects
+    server.set_spec({"model": {"uri": "s3://b/m"}, "replicas": 1})
+    await ctl.reconcile(KEY)
+    assert ("delete", "PodDisruptionBudget") in server.take_writes()
+    assert ("policy/v1", "PodDisruptionBudget") not in server.objects
+
+    server.set_spec({"model": {"uri": "s3://b/m"}, "autoscaling": {"maxReplicas": 3}})
+    await ctl.reconcile(KEY)
+    assert ("autoscaling/v2", "HorizontalPodAutoscaler") in server.objects
+    server.set_spec({"model": {"uri": "s3://b/m"}})
+    await ctl.reconcile(KEY)
+    assert ("delete", "HorizontalPodAutoscaler") in server.take_writes()
+
+
+async def test_invalid_spec_touches_no_child() -> None:
+    server = FakeServer(copy.deepcopy(SPEC))
+    ctl = controller(server)
+    await ctl.reconcile(KEY)
+    before = copy.deepcopy(server.objects)
+    server.take_writes()
+    server.set_spec({"model": {"uri": "s3://b/m"}, "gpu": {"mig": "1g.10gb", "count": 3}})  # CEL bypassed
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == [("patch", "status"), ("event", "InvalidSpec")]
+    assert server.objects == before  # nothing already running is lost
+    assert ready(server)["reason"] == "InvalidSpec"
+    assert "spec.gpu" in ready(server)["message"]
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == []
+
+
+async def test_a_rejected_manifest_is_not_resent_until_it_changes() -> None:
+    server = FakeServer(copy.deepcopy(SPEC))
+    server.fail["Deployment"] = KubeError(422, 'Deployment.apps "m" is invalid: spec.template: bad')
+    ctl = controller(server)
+    await ctl.reconcile(KEY)
+    assert ready(server)["reason"] == "InvalidSpec"
+    assert "spec.template: bad" in ready(server)["message"]
+    server.take_writes()
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == []
+    del server.fail["Deployment"]
+    server.set_spec({**SPEC, "replicas": 3})
+    await ctl.reconcile(KEY)
+    assert ("apply", "Deployment") in server.take_writes()
+
+
+async def test_transient_errors_are_retried() -> None:
+    server = FakeServer(copy.deepcopy(SPEC))
+    server.fail["Service"] = KubeError(503, "etcdserver: request timed out")
+    ctl = controller(server)
+    with pytest.raises(RetryLater):
+        await ctl.reconcile(KEY)
+    assert ready(server)["reason"] == "ApplyFailed"
+    assert ("apps/v1", "Deployment") in server.objects  # the rest was applied
+
+
+async def test_deleted_resource_is_left_to_garbage_collection() -> None:
+    server = FakeServer(copy.deepcopy(SPEC))
+    server.mdep = None
+    await controller(server).reconcile(KEY)
+    assert server.take_writes() == []
+
+
+async def test_one_failing_key_does_not_stop_the_workers() -> None:
+    server = FakeServer(copy.deepcopy(SPEC))
+    ctl = controller(server)
+    seen: list[Key] = []
+    done = asyncio.Event()
+
+    async def reconcile(key: Key) -> None:
+        seen.append(key)
+        if key == ("ns", "broken"):
+            raise RuntimeError("boom")
+        if ("ns", "fine") in seen:
+            done.set()
+
+    ctl.reconcile = reconcile  # type: ignore[method-assign]
+    ctl.start(resync_seconds=0)
+    ctl.enqueue(("ns", "broken"))
+    ctl.enqueue(("ns", "fine"))
+    await asyncio.wait_for(done.wait(), timeout=5)
+    await ctl.stop()
+    assert ("ns", "fine") in seen
+    assert ctl.metrics.errors._value.get() == 1
+
+
+async def test_queue_serialises_and_collapses_keys() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    queue.add("a")
+    assert len(queue) == 1
+    key = await queue.get()
+    queue.add("a")  # while active: remembered, not queued twice
+    assert len(queue) == 0
+    queue.done(key)
+    assert len(queue) == 1
