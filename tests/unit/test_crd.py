@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,14 @@ def test_cel_rules_compile_and_name_fields() -> None:
         for rule in node.get("x-kubernetes-validations", []):
             crdcheck._program(rule["rule"])  # compiles
             assert "spec." in rule["message"] or "metadata.name" in rule["message"], rule
+
+
+def test_cel_regexes_are_raw_strings() -> None:
+    # CEL string literals reject "\." (invalid escape); the API server refuses the whole CRD then.
+    # cel-python is lenient here, so check the literals themselves.
+    for _path, node in [("", crdcheck.root_schema()), *spec_and_status()]:
+        for rule in node.get("x-kubernetes-validations", []):
+            assert not re.findall(r"(?<![r\w])'[^']*\\[^']*'", rule["rule"]), rule["rule"]
 
 
 def test_preserve_unknown_only_for_affinity() -> None:

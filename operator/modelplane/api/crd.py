@@ -166,7 +166,7 @@ def build_crd() -> dict[str, Any]:
         },
         "x-kubernetes-validations": [
             cel(
-                f"self.metadata.name.matches('{DNS1035_RE}') && size(self.metadata.name) <= 63",
+                f"self.metadata.name.matches(r'{DNS1035_RE}') && size(self.metadata.name) <= 63",
                 "metadata.name must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', "
                 "starting with a letter and ending with a letter or digit): it also names the model's Service",
             )

@@ -106,11 +106,11 @@ class ModelSource(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    f"self.matches('{URI_SCHEME_RE}')",
+                    f"self.matches(r'{URI_SCHEME_RE}')",
                     "spec.model.uri must start with one of pvc://, http://, https://, s3://, gs://, hf://, file://",
                 ),
                 cel(
-                    f"!self.startsWith('pvc://') || self.matches('{PVC_URI_RE}')",
+                    f"!self.startsWith('pvc://') || self.matches(r'{PVC_URI_RE}')",
                     "spec.model.uri: a pvc URI is pvc://<claim>/<path>, where <claim> is a PersistentVolumeClaim "
                     "name (lowercase letters, digits, '-' and '.')",
                 ),
