@@ -1,0 +1,1 @@
+"""Tools the chart and GitOps tests use: helm and a kstatus checker (Go modules), and the generator."""
