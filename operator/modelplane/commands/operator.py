@@ -72,7 +72,9 @@ def configure_logging(verbose: bool) -> None:
     )
     # Kopf logs every handler run at INFO; keep its warnings and errors unless asked.
     if not verbose:
-        logging.getLogger("kopf").setLevel(logging.WARNING)
+        # Kopf logs every handler run at INFO, the HTTP clients every request; keep their warnings.
+        for name in ("kopf", "httpx2", "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str]) -> int:
