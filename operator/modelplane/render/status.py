@@ -16,6 +16,7 @@ PodScheduled message, the kubelet's container waiting reason and message, the la
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,8 +129,26 @@ def _describe(container: str, init: bool) -> str:
     return f"{'init container' if init else 'container'} {container}"
 
 
+_BACK_OFF_PREFIX = re.compile(r'^Back-off pulling image "[^"]*":\s*(ErrImagePull:\s*)?')
+
+
+def _crash_message(who: str, pod_name: str, last: Mapping[str, Any]) -> str:
+    """The crash loop in stable words: the last exit, not the kubelet's growing back-off or restart count
+    (those change on every restart and would turn into a status write each time)."""
+    message = f"CrashLoopBackOff: {who} of pod {pod_name} keeps exiting"
+    if last:
+        message += f": last exit code {last.get('exitCode', '?')}"
+        message += f" ({last['reason']})" if last.get("reason") else ""
+        message += f": {str(last['message']).strip()[-2000:]}" if last.get("message") else ""
+    return message
+
+
 def container_failure(pod: Mapping[str, Any]) -> Cause | None:
-    """A container the kubelet cannot start or keep running, with its reason and message."""
+    """A container the kubelet cannot start or keep running, with its reason and message.
+
+    ErrImagePull and ImagePullBackOff alternate on every pull retry; both are reported as
+    ImagePullBackOff with the same detail, so the status does not flip with each retry.
+    """
     pod_name = (pod.get("metadata") or {}).get("name", "?")
     for init, item in _container_statuses(pod):
         state = item.get("state") or {}
@@ -138,21 +157,21 @@ def container_failure(pod: Mapping[str, Any]) -> Cause | None:
         who = _describe(item.get("name", "?"), init)
         last = (item.get("lastState") or {}).get("terminated") or {}
         terminated = state.get("terminated") or {}
-        if reason in FAILING_WAITING_REASONS:
-            message = f"{reason}: {who} of pod {pod_name}"
-            if waiting.get("message"):
-                message += f": {waiting['message']}"
-            if reason == "CrashLoopBackOff" and last:
-                message += (
-                    f" ({item.get('restartCount', 0)} restarts; last exit code {last.get('exitCode', '?')}"
-                )
-                message += f", {last['reason']}" if last.get("reason") else ""
-                message += f": {last['message'].strip()[-2000:]}" if last.get("message") else ""
-                message += ")"
-                if last.get("reason") == OOM_KILLED:
-                    message += "; raise spec.resources.limits.memory"
-                    return Cause(OOM_KILLED, message)
+        detail = str(waiting.get("message") or "")
+        if reason == "CrashLoopBackOff":
+            message = _crash_message(who, pod_name, last)
+            if last.get("reason") == OOM_KILLED:
+                return Cause(OOM_KILLED, message + "; raise spec.resources.limits.memory")
             return Cause(reason, message)
+        if reason in ("ErrImagePull", "ImagePullBackOff"):
+            detail = _BACK_OFF_PREFIX.sub("", detail)
+            image = item.get("image")
+            message = f"ImagePullBackOff: {who} of pod {pod_name} cannot pull image" + (
+                f" {image}" if image else ""
+            )
+            return Cause("ImagePullBackOff", message + (f": {detail}" if detail else ""))
+        if reason in FAILING_WAITING_REASONS:
+            return Cause(reason, f"{reason}: {who} of pod {pod_name}" + (f": {detail}" if detail else ""))
         if terminated.get("reason") == OOM_KILLED:
             return Cause(
                 OOM_KILLED,
@@ -246,12 +265,17 @@ class Rollout:
         )
 
 
-def rollout(deployment: Mapping[str, Any]) -> Rollout:
+def rollout(deployment: Mapping[str, Any], model: ModelDeploymentSpec | None = None) -> Rollout:
+    """The Deployment's progress. With autoscaling, fewer replicas than minReplicas is not done yet (the
+    HPA raises a new Deployment from 1 to minReplicas shortly after it appears)."""
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     generation = (deployment.get("metadata") or {}).get("generation") or 0
+    desired = int(spec.get("replicas", 1))
+    if model is not None and model.autoscaling is not None:
+        desired = max(desired, model.autoscaling.min_replicas or 1)
     return Rollout(
-        desired=int(spec.get("replicas", 1)),
+        desired=desired,
         replicas=int(status.get("replicas") or 0),
         ready=int(status.get("readyReplicas") or 0),
         available=int(status.get("availableReplicas") or 0),
@@ -305,7 +329,7 @@ def _conditions(observed: Observed) -> list[dict[str, Any]]:
         cause = Cause(PENDING, "waiting for the Deployment to be created")
         return result(cause, cause, None)
 
-    state = rollout(deployment)
+    state = rollout(deployment, observed.spec)
     if state.complete:
         if state.desired == 0:
             cause = Cause(SCALED_TO_ZERO, "scaled to zero replicas: nothing serves the model")
