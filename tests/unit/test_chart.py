@@ -509,9 +509,27 @@ def test_pod_monitor_scrapes_the_models_runtime_metrics(helm: Path) -> None:
     monitor = one(template(helm, OPTIONS["monitors"]), "PodMonitor")
     assert monitor["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "modelplane"}}
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
-    assert monitor["spec"]["podMetricsEndpoints"][0]["targetPort"] == 8002
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     namespaced = one(template(helm, OPTIONS["monitors-namespaced"]), "PodMonitor")
     assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+
+
+def test_pod_monitor_matches_the_pods_the_operator_renders(helm: Path) -> None:
+    """The PodMonitor's selector and port name are the render's contract: check them against it."""
+    from modelplane.api.models import METRICS_PORT
+    from modelplane.commands.render import render_documents
+    from modelplane.render.children import RenderOptions
+
+    example = yaml.safe_load((generate.REPO_ROOT / "examples" / "cpu-quickstart.yaml").read_text())
+    children = render_documents([example], "ml", RenderOptions())
+    pod = one(children, "Deployment")["spec"]["template"]
+    monitor = one(template(helm, OPTIONS["monitors"]), "PodMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert ports[monitor["spec"]["podMetricsEndpoints"][0]["port"]] == METRICS_PORT == 8002
+    # ...and the operator's own Service never selects a model pod.
+    service = one(template(helm), "Service")
+    assert not service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
 
 
 def test_helm_test_pod_checks_crd_and_health(helm: Path) -> None:
