@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.tools import generate
+from tests.tools import generate, monitoring
 from tests.tools.binaries import helm_binary
 from tests.tools.chart import HelmError, find, lint, one, run_helm, template
 
@@ -512,6 +512,29 @@ def test_pod_monitor_scrapes_the_models_runtime_metrics(helm: Path) -> None:
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     namespaced = one(template(helm, OPTIONS["monitors-namespaced"]), "PodMonitor")
     assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds() -> dict[str, dict[str, Any]]:
+    return monitoring.load_crds()
+
+
+@pytest.mark.parametrize("option", ["monitors", "monitors-namespaced"])
+def test_monitors_are_valid_for_the_prometheus_operator_crds(
+    helm: Path, monitoring_crds: dict[str, dict[str, Any]], option: str
+) -> None:
+    """Strict validation (unknown fields rejected) against the pinned upstream CRD schemas."""
+    monitors = [o for o in template(helm, OPTIONS[option]) if o["kind"] in monitoring_crds]
+    assert monitors
+    for obj in monitors:
+        assert monitoring.validation_errors(obj, monitoring_crds[obj["kind"]]) == [], obj["kind"]
+
+
+def test_monitor_validation_can_fail(helm: Path, monitoring_crds: dict[str, dict[str, Any]]) -> None:
+    monitor = one(template(helm, OPTIONS["monitors"]), "PodMonitor")
+    monitor["spec"]["podMetricsEndpoints"][0]["portName"] = "metrics"  # not a PodMonitor field
+    errors = monitoring.validation_errors(monitor, monitoring_crds["PodMonitor"])
+    assert any("portName" in error for error in errors), errors
 
 
 def test_pod_monitor_matches_the_pods_the_operator_renders(helm: Path) -> None:
