@@ -1,4 +1,4 @@
-"""The Go tools of tests/tools/, built by the devcluster's generic Go build into the cache.
+"""The Go tools of tests/tools/, built by the devcluster's build table (modelplane.devcluster.build).
 
 ``helm`` is upstream Helm from its pinned module (tests/tools/helm); ``kstatus`` is our small checker
 around sigs.k8s.io/cli-utils/pkg/kstatus (tests/tools/kstatus). Each lands in
@@ -11,45 +11,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from modelplane.devcluster.build import Tool, build_tool
-
-_HELM_VERSION = "helm.sh/helm/v4/internal/version"
-
-HELM = Tool(
-    "helm",
-    "tests/tools/helm",
-    "helm.sh/helm/v4/cmd/helm",
-    "helm.sh/helm/v4",
-    (
-        # What upstream's Makefile stamps, so `helm version` says v4.x.y rather than v4.x.
-        f"-X {_HELM_VERSION}.version={{version}}",
-        f"-X {_HELM_VERSION}.gitCommit={{commit}}",
-        f"-X {_HELM_VERSION}.gitTreeState={{tree_state}}",
-    ),
-    on_demand=True,
-)
-KSTATUS = Tool("kstatus", "tests/tools/kstatus", ".", "sigs.k8s.io/cli-utils", on_demand=True)
+from modelplane.devcluster.build import build_tool, tool_named
 
 
-def _binary(tool: Tool, override_env: str) -> Path:
+def _binary(name: str, override_env: str) -> Path:
     override = os.environ.get(override_env)
     if override:
         return Path(override)
-    return build_tool(tool, quiet=True).binary
+    return build_tool(tool_named(name), quiet=True).binary
 
 
 def helm_binary() -> Path:
     """Helm, built from tests/tools/helm (minutes cold, then cached)."""
-    return _binary(HELM, "MODELPLANE_HELM")
+    return _binary("helm", "MODELPLANE_HELM")
 
 
 def kstatus_binary() -> Path:
     """The kstatus checker, built from tests/tools/kstatus."""
-    return _binary(KSTATUS, "MODELPLANE_KSTATUS")
+    return _binary("kstatus", "MODELPLANE_KSTATUS")
 
 
 def main() -> None:
-    """`python -m tests.tools.binaries`: build both and print where they are."""
+    """`python -m tests.tools.binaries`: build both (if needed) and print where they are."""
     for path in (helm_binary(), kstatus_binary()):
         print(path)
 

@@ -80,6 +80,12 @@ TOOLS: tuple[Tool, ...] = (
              "kustomize/stage/pod/fast/pod-delete.yaml",
          )),
     Tool("kubectl", "tests/controlplane/kubernetes", "./cmd/kubectl", "k8s.io/kubernetes", KUBE_STAMPS, on_demand=True),
+    # The chart and GitOps tests' tools (tests/tools/), built when a test asks for them.
+    Tool("helm", "tests/tools/helm", "helm.sh/helm/v4/cmd/helm", "helm.sh/helm/v4",
+         tuple(f"-X helm.sh/helm/v4/internal/version.{key}={{{value}}}"
+               for key, value in (("version", "version"), ("gitCommit", "commit"), ("gitTreeState", "tree_state"))),
+         on_demand=True),
+    Tool("kstatus", "tests/tools/kstatus", ".", "sigs.k8s.io/cli-utils", on_demand=True),
 )  # fmt: skip
 
 
