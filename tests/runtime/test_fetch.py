@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import signal
+import socket
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -304,7 +305,6 @@ def test_unknown_host_is_a_dns_error(dest: Path) -> None:
 
 
 def test_connection_refused_is_named(dest: Path) -> None:
-    import socket
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

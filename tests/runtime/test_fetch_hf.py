@@ -7,6 +7,8 @@ our client against our reading of the API, not the Hub itself.
 
 from __future__ import annotations
 
+import hashlib
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,16 @@ from pathlib import Path
 import pytest
 
 try:  # tests/runtime is not a package today; keep working if it becomes one
-    from fetch_support import FakeHub, blob, fetch_env, last_line, run_fetch, start_fetch, visible_tree
+    from fetch_support import (
+        FakeHub,
+        blob,
+        fetch_env,
+        last_line,
+        run_fetch,
+        start_fetch,
+        visible_tree,
+        wait_for,
+    )
 except ImportError:  # pragma: no cover
     from tests.runtime.fetch_support import (
         FakeHub,
@@ -154,3 +165,31 @@ def test_dest_never_holds_half_a_model(hub: FakeHub, tmp_path: Path) -> None:
         s for s in observed if s not in ({}, whole)
     ][:3]
     assert {k: len(v) for k, v in visible_tree(dest).items()} == whole  # ...and the whole model arrived
+
+
+def test_restart_keeps_files_verified_before_the_kill(hub: FakeHub, tmp_path: Path) -> None:
+
+    shards = {"a.safetensors": blob(200_000, seed=7), "b.safetensors": blob(900_000, seed=8)}
+    hub.add("acme/shards", shards, lfs=set(shards))
+    hub.rate = 300_000
+    dest = tmp_path / "models"
+    process = start_fetch("hf://acme/shards", dest, "--jobs", "1", env=env(hub))
+    try:
+        # Largest first: b is fetched, verified and staged before a starts; kill during a.
+        wait_for(
+            lambda: any(dest.glob(".partial-*/tree/shards/1/b.safetensors")), what="the first shard staged"
+        )
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
+    assert visible_tree(dest) == {}
+    hub.rate = None
+    result = run_fetch("hf://acme/shards", dest, env=env(hub))
+    assert result.returncode == 0, result.stderr
+    assert "b.safetensors: already fetched and verified" in result.stderr
+    assert visible_tree(dest) == {f"shards/1/{k}": v for k, v in shards.items()}
+    b_blob = hashlib.sha256(shards["b.safetensors"]).hexdigest()
+    assert len(hub.cdn.seen(f"/blobs/{b_blob}")) == 1  # not downloaded again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,6 @@ def test_kserve_style_s3_endpoint_variables_work(s3: Any, s3_endpoint: str, tmp_
 
 
 def test_unreachable_endpoint_is_named(tmp_path: Path) -> None:
-    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
