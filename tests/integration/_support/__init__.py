@@ -1,0 +1,1 @@
+"""Helpers behind the integration fixtures: kubectl, waits, the cluster, the operator process."""
