@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from modelplane_runtime.fetch.errors import FetchError
-from modelplane_runtime.fetch.http import HttpStream, ranged_get, request
+from modelplane_runtime.fetch.http_client import HttpStream, ranged_get, request
 from modelplane_runtime.fetch.layout import name_from, wanted
 from modelplane_runtime.fetch.listing import Checksum, Listing, RemoteFile
 from modelplane_runtime.fetch.uris import HfURI

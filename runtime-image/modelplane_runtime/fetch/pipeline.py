@@ -73,7 +73,7 @@ def make_source(location: Location, request: Request) -> Source:
 
         return LocalSource(location)
     if isinstance(location, HttpURI):
-        from modelplane_runtime.fetch.http import HttpSource
+        from modelplane_runtime.fetch.http_client import HttpSource
 
         return HttpSource(location, timeout=timeout, authorization=request.http_authorization)
     if isinstance(location, HfURI):
