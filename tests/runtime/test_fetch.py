@@ -251,6 +251,20 @@ def test_killed_fetch_leaves_no_model_and_the_restart_resumes(http: FileServer, 
     assert [p for p in dest.iterdir() if p.name.startswith(".partial")] == []
 
 
+def test_unreachable_source_keeps_the_complete_earlier_fetch(dest: Path) -> None:
+    with FileServer() as server:
+        uri = server.put("/m/model.pt2", b"weights")
+        assert run_fetch(uri, dest).returncode == 0
+    result = run_fetch(uri, dest, "--retries", "0")  # the server is gone: connection refused
+    assert result.returncode == 0, result.stderr
+    assert "cannot check" in result.stderr
+    assert "keeping the copy fetched" in result.stderr
+    assert visible_tree(dest) == {"model/1/model.pt2": b"weights"}
+    other = run_fetch(uri, dest, "--retries", "0", "--version", "2")  # not what DEST holds: fails
+    assert other.returncode == 1
+    assert "connection refused" in last_line(other.stderr)
+
+
 def test_partial_left_by_another_uri_is_cleaned(http: FileServer, dest: Path) -> None:
     stale = dest / ".partial-0123456789abcdef" / "incoming"
     stale.mkdir(parents=True)
