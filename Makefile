@@ -10,7 +10,7 @@ CACHE ?= $(HOME)/.cache/modelplane
 export MODELPLANE_CACHE := $(CACHE)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down test lint unit runtime-tests integration generate check-generated
+.PHONY: help venv up down test lint unit runtime-tests integration generate check-generated controlplane
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,37 @@ bench-runtime: venv ## runtime benchmark, ours vs MLServer (BENCH_ARGS=--quick f
 test: venv ## everything CI runs: lint, unit, runtime and integration tests
 	$(MAKE) lint
 	$(BIN)/pytest tests/unit tests/runtime
+	$(MAKE) integration
 
 generate: venv ## regenerate crds/ from the pydantic API models
 	$(BIN)/modelplane crd -o crds/modeldeployments.modelplane.dev.yaml
+
+# The local control plane (tests/controlplane/README.md): built from pinned Go modules into $(CACHE),
+# run by `modelplane devcluster` with its state (PKI, kubeconfigs, logs) in $(DEVCLUSTER_DIR).
+DEVCLUSTER_DIR ?= .devcluster
+DEVCLUSTER = $(BIN)/modelplane devcluster
+DEVKUBECTL = $(DEVCLUSTER) kubectl --dir $(DEVCLUSTER_DIR) --
+UP_EXAMPLES = $(firstword $(wildcard examples/cpu-quickstart*.yaml examples/*quickstart*.yaml)) \
+	$(firstword $(wildcard examples/gpu-single*.yaml examples/*gpu*.yaml))
+
+controlplane: venv ## build or reuse etcd, kube-apiserver, -controller-manager, -scheduler, kwok
+	$(DEVCLUSTER) build
+
+integration: venv $(if $(KUBECONFIG),,controlplane) ## integration tests on KUBECONFIG's cluster, else on a local one
+	$(BIN)/pytest -m integration tests/integration
+
+up: venv controlplane ## local control plane, CRDs, the operator and two examples, then wait for Ready
+	$(DEVCLUSTER) up --dir $(DEVCLUSTER_DIR)
+	@ls crds/*.yaml >/dev/null 2>&1 || { echo "crds/ has no CRDs: run make generate"; exit 1; }
+	$(DEVKUBECTL) apply --server-side --force-conflicts -f crds/
+	$(DEVKUBECTL) wait --for=condition=Established --timeout=60s -f crds/
+	$(DEVCLUSTER) start-operator --dir $(DEVCLUSTER_DIR)
+	@test -n "$(strip $(UP_EXAMPLES))" || { echo "examples/ has no quickstart or GPU example"; exit 1; }
+	$(DEVKUBECTL) apply $(addprefix -f ,$(UP_EXAMPLES))
+	$(DEVKUBECTL) wait --for=condition=Ready mdep --all -A --timeout=300s
+	@$(DEVKUBECTL) get mdep -A
+	@echo; echo "The cluster keeps running; use it with:"; $(DEVCLUSTER) env --dir $(DEVCLUSTER_DIR)
+	@echo "make down stops the operator and the control plane."
+
+down: ## stop what make up started (the operator and the local control plane)
+	@if [ -x $(BIN)/modelplane ]; then $(DEVCLUSTER) down --dir $(DEVCLUSTER_DIR); fi

@@ -124,7 +124,9 @@ def spawn(
             env=dict(env) if env is not None else None,
             start_new_session=True,
         )
-    exe = os.path.realpath(argv[0])
+    # Popen returns once the child has exec'd, so /proc names the real executable (for a script,
+    # its interpreter).
+    exe = _exe(process.pid)
     return Proc(name, process.pid, start_ticks(process.pid), exe, tuple(argv), str(log), port, health)
 
 
