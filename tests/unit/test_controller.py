@@ -34,10 +34,15 @@ class FakeServer:
         }
         self.writes: list[tuple[str, str]] = []
         self.fail: dict[str, KubeError] = {}
+        self.handed_over: int | None = None
 
     # -- the Kube interface the Controller uses --
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        self.writes.append(("apply", manifest["kind"]))
+    async def apply(self, manifest: dict[str, Any], *, field_manager: str = "modelplane") -> dict[str, Any]:
+        self.writes.append(("apply", manifest["kind"] if field_manager == "modelplane" else field_manager))
+        if field_manager != "modelplane":  # the handover: only replicas, merged into what is there
+            self.objects[("apps/v1", "Deployment")]["spec"]["replicas"] = manifest["spec"]["replicas"]
+            self.handed_over = manifest["spec"]["replicas"]
+            return copy.deepcopy(self.objects[("apps/v1", "Deployment")])
         if manifest["kind"] in self.fail:
             raise self.fail[manifest["kind"]]
         kind = (manifest["apiVersion"], manifest["kind"])
@@ -45,6 +50,16 @@ class FakeServer:
         previous = self.objects.get(kind)
         generation = (previous or {}).get("metadata", {}).get("generation", 0) + 1
         observed["metadata"].update({"uid": f"{manifest['kind']}-uid", "generation": generation})
+        owned = {"f:spec": {"f:replicas": {}}} if "replicas" in manifest.get("spec", {}) else {"f:spec": {}}
+        observed["metadata"]["managedFields"] = [
+            {"manager": "modelplane", "operation": "Apply", "fieldsV1": owned}
+        ]
+        if (
+            manifest["kind"] == "Deployment"
+            and "replicas" not in manifest["spec"]
+            and self.handed_over is None
+        ):
+            observed["spec"].pop("replicas", None)  # nobody else owned it: the API server drops it
         if manifest["kind"] == "Deployment":
             observed["spec"].setdefault("replicas", (previous or {}).get("spec", {}).get("replicas", 1))
             observed["spec"]["strategy"] = {"type": "RollingUpdate"}
@@ -271,3 +286,18 @@ async def test_queue_serialises_and_collapses_keys() -> None:
     assert len(queue) == 0
     queue.done(key)
     assert len(queue) == 1
+
+
+async def test_switching_to_autoscaling_hands_replicas_over_without_a_dip() -> None:
+    server = FakeServer({"model": {"uri": "s3://b/m"}, "replicas": 4})
+    ctl = controller(server)
+    await ctl.reconcile(KEY)
+    server.take_writes()
+    server.set_spec({"model": {"uri": "s3://b/m"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 6}})
+    await ctl.reconcile(KEY)
+    writes = server.take_writes()
+    assert writes.index(("apply", "modelplane-handover")) < writes.index(("apply", "Deployment"))
+    assert server.objects[("apps/v1", "Deployment")]["spec"]["replicas"] == 4  # kept, not reset to 1
+    server.set_spec({"model": {"uri": "s3://b/m"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 8}})
+    await ctl.reconcile(KEY)
+    assert ("apply", "modelplane-handover") not in server.take_writes()  # only once

@@ -93,7 +93,7 @@ class Kube:
     component: str = "modelplane-operator"
     on_write: Callable[[str, str], None] = field(default=lambda verb, kind: None)
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def apply(self, manifest: dict[str, Any], *, field_manager: str | None = None) -> dict[str, Any]:
         """Server-side apply with our field manager, forcing our fields back (drift repair)."""
         resource = _resource(manifest["apiVersion"], manifest["kind"])
         metadata = manifest["metadata"]
@@ -105,7 +105,7 @@ class Kube:
                 manifest,
                 namespace=metadata["namespace"],
                 patch_type=PatchType.APPLY,
-                field_manager=self.field_manager,
+                field_manager=field_manager or self.field_manager,
                 force=True,
             )
         except (ApiError, httpx2.HTTPError) as exc:

@@ -19,11 +19,11 @@ from pydantic import ValidationError
 
 from modelplane.api.errors import describe
 from modelplane.api.models import ModelDeploymentSpec
-from modelplane.kube.client import Kube, KubeError
+from modelplane.kube.client import FIELD_MANAGER, Kube, KubeError
 from modelplane.reconcile.metrics import Metrics
 from modelplane.reconcile.queue import WorkQueue
-from modelplane.render.children import CHILD_KINDS, Owner, RenderOptions, build_children
-from modelplane.render.compare import HASH_ANNOTATION, differences, needs_apply
+from modelplane.render.children import CHILD_KINDS, Owner, RenderOptions, build_children, replicas_handover
+from modelplane.render.compare import HASH_ANNOTATION, differences, needs_apply, owns_field
 from modelplane.render.status import (
     READY,
     ApplyError,
@@ -40,6 +40,7 @@ Key = tuple[str, str]  # (namespace, name)
 ChildKind = tuple[str, str]  # (apiVersion, kind)
 DEPLOYMENT: ChildKind = ("apps/v1", "Deployment")
 SERVICE: ChildKind = ("v1", "Service")
+HANDOVER_MANAGER = f"{FIELD_MANAGER}-handover"
 # Children that come and go with the spec (a PDB only above one replica, an HPA only when asked).
 OPTIONAL_KINDS = {("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler")}
 
@@ -122,6 +123,8 @@ class Controller:
                     apply_error = apply_error or ApplyError(kind[1], name, rejected[1], True)
                     continue
                 try:
+                    if kind == DEPLOYMENT and spec.autoscaling is not None and before is not None:
+                        await self._hand_over_replicas(spec, Owner(name, namespace, uid), before)
                     result = await self.kube.apply(manifest)
                 except KubeError as exc:
                     logger.warning("Applying %s %s/%s failed: %s", kind[1], namespace, name, exc.message)
@@ -180,6 +183,20 @@ class Controller:
             await self._event(resource, *transition)
         if apply_error is not None and not apply_error.permanent:
             raise RetryLater(f"{apply_error.kind} {apply_error.name}: {apply_error.message}")
+
+    async def _hand_over_replicas(
+        self, spec: ModelDeploymentSpec, owner: Owner, deployment: Mapping[str, Any]
+    ) -> None:
+        """Before the first apply without replicas, keep the field alive (see replicas_handover)."""
+        if not owns_field(deployment, FIELD_MANAGER, ("spec", "replicas")):
+            return
+        current = int((deployment.get("spec") or {}).get("replicas", 1))
+        await self.kube.apply(replicas_handover(spec, owner, current), field_manager=HANDOVER_MANAGER)
+        logger.info(
+            "Handed replicas of Deployment %s/%s over to the HorizontalPodAutoscaler",
+            owner.namespace,
+            owner.name,
+        )
 
     async def _write_status(self, key: Key, patch: dict[str, Any]) -> None:
         namespace, name = key

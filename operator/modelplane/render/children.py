@@ -585,3 +585,21 @@ def build_children(
         build_hpa(spec, owner),
     ]
     return [with_desired_hash(child) for child in children if child is not None]
+
+
+def replicas_handover(spec: ModelDeploymentSpec, owner: Owner, current: int) -> Manifest:
+    """The apply that hands Deployment.spec.replicas over when autoscaling is switched on.
+
+    Dropping a field from a server-side apply deletes it if no other manager owns it: the Deployment
+    would fall back to 1 replica until the HPA scales it up again. Applying the current count (within
+    the autoscaling bounds) under a second field manager first keeps the field, now co-owned, so the
+    main manager can let go of it without a dip (the Kubernetes docs' "transferring ownership").
+    """
+    assert spec.autoscaling is not None
+    low, high = spec.autoscaling.min_replicas or 1, spec.autoscaling.max_replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": owner.name, "namespace": owner.namespace},
+        "spec": {"replicas": min(max(current, low), high)},
+    }

@@ -164,3 +164,16 @@ def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) 
     if want != have:
         return ["desired state changed"]
     return differences(desired, observed)
+
+
+def owns_field(body: Mapping[str, Any], manager: str, path: tuple[str, ...]) -> bool:
+    """Whether `manager` owns the field at `path` through server-side apply (from managedFields)."""
+    for entry in (body.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        node: Any = entry.get("fieldsV1") or {}
+        for part in path:
+            node = node.get(f"f:{part}") if isinstance(node, Mapping) else None
+        if node is not None:
+            return True
+    return False
