@@ -380,10 +380,12 @@ def modelplane_server(
         "--metrics-port", str(metrics_port),
         "--max-batch-size", str(max_batch_size),
         "--max-queue-delay-us", str(delay_us),
+        "--threads", str(threads),
+        "--host", "127.0.0.1",
     ]  # fmt: skip
-    return Server(
-        "modelplane", pinned(argv, cpus), server_env(threads), repo, logs / "modelplane.log", grpc_port
-    )
+    env = server_env(threads)
+    log = logs / "modelplane.log"
+    return Server("modelplane", pinned(argv, cpus), env, repo, log, grpc_port, metrics_port=metrics_port)
 
 
 def mlserver_server(binary: Path, repo: Path, logs: Path, threads: int, cpus: str | None) -> Server:

@@ -88,9 +88,14 @@ def test_one_window_against_our_server(bench: ModuleType, tmp_path: Path) -> Non
     try:
         server.wait_ready([spec.name], timeout_s=120)
         window = bench.run_window(server, [server], spec, inputs, expected, 4, 0, 0.2, 0.5, 1)
+        # The same server judged against wrong expectations: every checked answer must be flagged,
+        # so a server that answers wrongly can never win the benchmark.
+        wrong = bench.run_window(server, [server], spec, inputs, expected + 1.0, 2, 1, 0.1, 0.2, 1)
     finally:
         server.stop()
     assert window.first_error == ""
     assert (window.errors, window.mismatches) == (0, 0)
     assert window.count > 0
     assert window.verified > 0
+    assert wrong.mismatches == wrong.verified > 0
+    assert "wrong output" in wrong.first_error
