@@ -712,12 +712,27 @@ def versions(mlserver_binary: Path | None) -> dict[str, str]:
         "numpy": np.__version__,
     }
     with contextlib.suppress(Exception):
+        git = ["git", "-C", str(REPO_ROOT)]
         found["git_commit"] = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
+        # The runtime under test may hold uncommitted changes: say so, or the commit misleads.
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--", "runtime-image"], capture_output=True, text=True
+        )
+        found["runtime_image_uncommitted_changes"] = str(bool(changed.stdout.strip())).lower()
     if mlserver_binary:
         found["mlserver"] = MLSERVER_VERSION
     return found
+
+
+def noise_label(other_cpu_pct: float) -> str:
+    """How far to trust a run, from the share of the machine other processes used during it."""
+    if other_cpu_pct < 5:
+        return "quiet"
+    if other_cpu_pct < 20:
+        return "some noise: compare within this run only"
+    return "noisy: ratios indicative only, rerun on a quiet machine"
 
 
 def round_order(servers: Sequence[Server], round_: int) -> list[Server]:
@@ -799,7 +814,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers:
             server.start()
         for server in servers:
-            ready_s[server.name] = server.wait_ready([s.name for s in specs], args.ready_timeout)
+            try:
+                ready_s[server.name] = server.wait_ready([s.name for s in specs], args.ready_timeout)
+            except RuntimeError as exc:
+                log(f"{exc}\n(full log: {server.log_path})")
+                shutil.rmtree(work, ignore_errors=True)
+                return 2
             log(
                 f"{server.name} ready in {ready_s[server.name]:.1f}s (pid {server.process.pid if server.process else '?'})"
             )
@@ -868,7 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{args.rounds} round(s) x {args.duration:g}s per cell, median shown; batching budget "
         f"{args.max_batch_size} rows / {args.max_queue_delay_us} us; torch threads {args.threads}; "
         f"pinning {pin_mode}; CPU used by other processes during the run: median "
-        f"{other_median:.0f}% of the machine. Results: {output}"
+        f"{other_median:.0f}% of the machine ({noise_label(other_median)}). Results: {output}"
     )
     saturated = [c for c in cells if c.client_core_pct > 85]
     if server_cpus and saturated:
