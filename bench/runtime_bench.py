@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -702,13 +703,12 @@ def machine_info() -> dict[str, Any]:
 
 def versions(mlserver_binary: Path | None) -> dict[str, str]:
     import grpc
-    import tritonclient
 
     found = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "grpcio": grpc.__version__,
-        "tritonclient": getattr(tritonclient, "__version__", ""),
+        "tritonclient": importlib.metadata.version("tritonclient"),
         "numpy": np.__version__,
     }
     with contextlib.suppress(Exception):
@@ -722,7 +722,14 @@ def versions(mlserver_binary: Path | None) -> dict[str, str]:
         )
         found["runtime_image_uncommitted_changes"] = str(bool(changed.stdout.strip())).lower()
     if mlserver_binary:
-        found["mlserver"] = MLSERVER_VERSION
+        # Ask MLServer's own environment, so the record shows what actually ran there.
+        probe = "import mlserver, torch, uvloop; print(mlserver.__version__, torch.__version__, uvloop.__version__)"
+        reply = subprocess.run(
+            [str(mlserver_binary.parent / "python"), "-c", probe], capture_output=True, text=True
+        )
+        parts = reply.stdout.split()
+        if len(parts) == 3:
+            found.update({"mlserver": parts[0], "mlserver_torch": parts[1], "mlserver_uvloop": parts[2]})
     return found
 
 
@@ -788,6 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = RESULTS_DIR / f"work-{stamp}"
     logs = RESULTS_DIR / f"runtime-{stamp}-logs"
     started = time.monotonic()
+    machine = machine_info()
     mlserver_binary = ensure_mlserver_venv(log) if "mlserver" in server_names else None
     modules = write_repositories(work, specs, args.max_batch_size, args.max_queue_delay_us)
     inputs = {s.name: make_inputs(s) for s in specs}
@@ -852,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "started": stamp,
         "wall_s": round(time.monotonic() - started, 1),
-        "machine": {**machine_info(), "loadavg_end": Path("/proc/loadavg").read_text().split()[:3]},
+        "machine": {**machine, "loadavg_end": Path("/proc/loadavg").read_text().split()[:3]},
         "versions": versions(mlserver_binary),
         "settings": {
             "models": [s.name for s in specs],
