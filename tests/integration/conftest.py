@@ -162,6 +162,7 @@ class OperatorPool:
         finally:
             for instance in self.current_test:
                 instance.stop()
+            self.current_test = []
             if paused and self.shared is not None:
                 self.shared.start()
 
@@ -197,7 +198,6 @@ def operator_factory(
     Options: resync_seconds, namespaces, peering, extra_args, extra_env. The shared operator is
     paused for the test and resumed after it; the test's own instances are stopped after it.
     """
-    operator_pool.current_test = []
     with operator_pool.exclusive() as make:
         yield make
 

@@ -276,12 +276,12 @@ def test_the_hpa_controller_runs(kubectl: Kubectl, namespace: str) -> None:
 
 def _rule_checks(rules: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """`kubectl auth can-i` arguments for every verb on every resource a rule grants."""
-    checks = []
+    checks: list[tuple[str, ...]] = []
     for rule in rules:
         for group in rule.get("apiGroups", [""]):
             for resource in rule.get("resources", []):
                 name, _, subresource = resource.partition("/")
-                target = (f"{name}.{group}" if group else name,)
+                target: tuple[str, ...] = (f"{name}.{group}" if group else name,)
                 if subresource:
                     target += (f"--subresource={subresource}",)
                 checks += [(verb, *target) for verb in rule["verbs"]]

@@ -162,4 +162,6 @@ def main(argv: list[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `status | head`
+        return 0
     return 0

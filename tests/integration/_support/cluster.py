@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,12 @@ from modelplane.devcluster.nodes import NODES, FakeNode
 from modelplane.devcluster.paths import CRDS_DIR, OPERATOR_RULES
 
 from tests.integration._support.audit import AuditLog
-from tests.integration._support.kube import Kubectl
+from tests.integration._support.kube import Kubectl, wait_for
 
 OPERATOR_NAMESPACE = "modelplane-system"
 OPERATOR_SERVICE_ACCOUNT = "modelplane-operator"
+# Its own ClusterRole/Binding name, so neither the chart's nor a devcluster's binding is replaced.
+INTEGRATION_ROLE = "modelplane-operator-integration"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def from_external(kubeconfig: Path, kubectl_binary: Path, work_dir: Path) -> Clu
             "kind": "ServiceAccount",
             "metadata": {"name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE},
         },
-        *manifests.operator_rbac(rules, subject),
+        *manifests.operator_rbac(rules, subject, name=INTEGRATION_ROLE),
     ]
     kubectl.apply(objects, server_side=True)
     token = kubectl(
@@ -141,7 +144,13 @@ def install_crds(kubectl: Kubectl, files: list[Path], timeout: int = 60) -> tupl
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
     for name in names:
         kubectl("wait", "--for=condition=Established", f"--timeout={timeout}s", f"crd/{name}")
+        # Established can precede the storage being ready (a list then answers 429 for a moment).
+        wait_for(functools.partial(_lists, kubectl, name), timeout, f"listing {name}")
     return tuple(names)
+
+
+def _lists(kubectl: Kubectl, resource: str) -> bool:
+    return kubectl.run("get", resource, "-A", check=False).returncode == 0
 
 
 def external_kubeconfig() -> Path | None:
