@@ -62,3 +62,36 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
         rendered = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
         raise AssertionError(f"expected one {kind} {name or ''}, got {len(found)} among {rendered}")
     return found[0]
+
+
+class HelmCli:
+    """helm against a cluster, with its own config/cache folders (nothing read from or left in $HOME)."""
+
+    def __init__(self, binary: Path, kubeconfig: Path, home: Path) -> None:
+        self.binary = binary
+        self.kubeconfig = kubeconfig
+        self.env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(home),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+            "KUBECONFIG": str(kubeconfig),
+        }
+
+    def __call__(
+        self, *args: str, values: dict[str, Any] | None = None, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        with tempfile.TemporaryDirectory(prefix="modelplane-helm-") as scratch:
+            command = [str(self.binary), *args]
+            if values is not None:
+                values_file = Path(scratch) / "values.yaml"
+                values_file.write_text(yaml.safe_dump(values))
+                command += ["--values", str(values_file)]
+            result = subprocess.run(
+                command, capture_output=True, text=True, check=False, timeout=timeout, env=self.env
+            )
+        if check and result.returncode != 0:
+            output = "\n".join(part.strip() for part in (result.stdout, result.stderr) if part.strip())
+            raise HelmError(f"helm {' '.join(args)} failed ({result.returncode}):\n{output}")
+        return result

@@ -36,11 +36,16 @@ def api_get(path: str) -> dict:
 
 
 def check_crd() -> str | None:
+    # A list with a field selector, not a GET: the operator may list and watch CRDs, nothing more.
     try:
-        crd = api_get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/" + CRD)
+        found = api_get(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions?fieldSelector=metadata.name%3D" + CRD
+        )
     except Exception as exc:
-        return f"reading CRD {CRD}: {exc}"
-    conditions = crd.get("status", {}).get("conditions", [])
+        return f"listing CRD {CRD}: {exc}"
+    if not found.get("items"):
+        return f"CRD {CRD} is not installed"
+    conditions = found["items"][0].get("status", {}).get("conditions", [])
     if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
         return f"CRD {CRD} is not Established: {conditions}"
     return None
