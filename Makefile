@@ -49,6 +49,15 @@ test: venv ## everything CI runs: lint, unit, runtime and integration tests
 generate: venv ## regenerate crds/ from the pydantic API models
 	$(BIN)/modelplane crd -o crds/modeldeployments.modelplane.dev.yaml
 
+# The chart's generated copies: its CRD templates (from crds/), charts/install.yaml (helm template)
+# and the Argo CD argocd-cm patch (from charts/argocd/modeldeployment-health.lua).
+.PHONY: helm manifests
+helm: venv ## build or reuse helm and the kstatus checker (tests/tools) in $(CACHE)
+	$(BIN)/python -m tests.tools.binaries
+
+manifests: venv ## regenerate the chart's CRD templates, charts/install.yaml and the Argo CD snippet
+	$(BIN)/python -m tests.tools.generate
+
 # The local control plane (tests/controlplane/README.md): built from pinned Go modules into $(CACHE),
 # run by `modelplane devcluster` with its state (PKI, kubeconfigs, logs) in $(DEVCLUSTER_DIR).
 DEVCLUSTER_DIR ?= .devcluster
