@@ -238,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from modelplane_runtime.server import serve
 
-    return uvloop.run(serve(options))
+    code = uvloop.run(serve(options))
+    if code != 0:
+        # A model thread still running past the drain deadline must not hold the exit.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

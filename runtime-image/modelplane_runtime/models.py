@@ -95,7 +95,14 @@ def _values_to_array(spec: TensorSpec, values: Any, shape: tuple[int, ...], wher
         array = array.astype(dtype.numpy)
     if array.size != count:
         raise invalid(f"{where}: {array.size} values given, shape {list(shape)} needs {count}")
-    return array.reshape(shape)
+    return _reshaped(array, shape, where)
+
+
+def _reshaped(array: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:  # e.g. a zero-size shape whose other dims overflow numpy's limits
+        raise invalid(f"{where}: shape {list(shape)} cannot be represented: {exc}") from None
 
 
 def _kind_name(kind: str) -> str:
@@ -134,13 +141,13 @@ def _raw_to_array(
             array = deserialize_bytes(raw, count, where)
         except ValueError as exc:
             raise invalid(str(exc)) from None
-        return array.reshape(shape)
+        return _reshaped(array, shape, where)
     expected = count * dtype.itemsize
     if len(raw) != expected:
         raise invalid(
             f"{where}: {len(raw)} bytes of data, but shape {list(shape)} of {dtype.name} needs {expected} bytes"
         )
-    return np.frombuffer(raw, dtype=dtype.numpy).reshape(shape)
+    return _reshaped(np.frombuffer(raw, dtype=dtype.numpy), shape, where)
 
 
 class ServedModel:
@@ -465,13 +472,14 @@ class ModelRegistry:
             loop = asyncio.get_running_loop()
             try:
                 loaded = await loop.run_in_executor(self._loader, self._load_sync, source, override)
-            except ModelLoadError as exc:
+            except Exception as exc:
                 if not entry.versions:
+                    # A model that never served does not take the server out of readiness.
                     entry.state, entry.reason = "UNAVAILABLE", str(exc)
-                raise
-            except Exception as exc:  # a bug or an unexpected library error: still say where
-                if not entry.versions:
-                    entry.state, entry.reason = "UNAVAILABLE", str(exc)
+                    entry.wanted = not self.started
+                if isinstance(exc, ModelLoadError):
+                    raise
+                # A bug or an unexpected library error: still say which model.
                 raise ModelLoadError(f"model {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
             for model in loaded:
                 model.scheduler.start()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+import warnings
 from pathlib import Path
+from typing import Any
 
 import ml_dtypes
 import numpy as np
 import torch
+
+# TorchScript is deprecated upstream, but it is what most Triton repositories hold: keep testing it.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
 
 DATATYPES = [
     "BOOL",
@@ -203,7 +208,7 @@ class Net(torch.nn.Module):
 
 
 def small_net(seed: int = 1) -> torch.nn.Module:
-    namespace: dict[str, object] = {}
+    namespace: dict[str, Any] = {}
     exec(MODEL_PY, namespace)
     torch.manual_seed(seed)
     net = namespace["Net"]()

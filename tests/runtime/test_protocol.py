@@ -195,8 +195,12 @@ def test_http_response_is_compressed_when_asked(server: Server) -> None:
 
 def test_statistics(kit: Kit) -> None:
     kit.infer("mlp", {"INPUT__0": np.zeros((2, 64), dtype=np.float32)}, ["OUTPUT__0"])
-    for args in (("mlp",), ("mlp", "1")):
-        stats = as_dict(kit, kit.call(lambda c, args=args: c.get_inference_statistics(*args)))
+    for version in ("", "1"):
+
+        def statistics(client: Any, version: str = version) -> Any:
+            return client.get_inference_statistics("mlp", version)
+
+        stats = as_dict(kit, kit.call(statistics))
         [entry] = stats["model_stats"]
         assert (entry["name"], entry["version"]) == ("mlp", "1")
         assert int(entry["inference_stats"]["success"]["count"]) >= 1
@@ -226,7 +230,7 @@ def test_http_json_accepts_nested_data(server: Server, served: tuple[Server, tor
 def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
     """Read `count` HTTP responses (Content-Length framed) from a raw socket."""
     buffer = b""
-    responses = []
+    responses: list[tuple[int, bytes]] = []
     while len(responses) < count:
         while b"\r\n\r\n" not in buffer:
             chunk = sock.recv(65536)

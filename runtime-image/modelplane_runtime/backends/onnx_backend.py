@@ -56,7 +56,9 @@ class OnnxBackend:
             device_id = int(options.device.partition(":")[2] or 0)
             providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
         try:
-            self._session: Any = ort.InferenceSession(str(files.model_file), session_options, providers=providers)
+            self._session: Any = ort.InferenceSession(
+                str(files.model_file), session_options, providers=providers
+            )
         except Exception as exc:
             raise ModelLoadError(f"{files.model_file}: onnxruntime cannot load it: {exc}") from exc
         self._inputs: tuple[TensorSpec, ...] = ()
