@@ -370,7 +370,6 @@ def test_cluster_mode_grants_exactly_the_operator_rules(helm: Path) -> None:
 
 
 CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
-NAMESPACE_NAMES = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
 
 
 def test_namespaced_mode_grants_roles_per_namespace_and_only_cluster_reads(helm: Path) -> None:
@@ -389,11 +388,23 @@ def test_namespaced_mode_grants_roles_per_namespace_and_only_cluster_reads(helm:
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
 
-    # Cluster-wide: reading CRDs (the operator's rules) and namespace names (Kopf), nothing else.
+    # Cluster-wide: only the cluster-scoped rules, all of them reads.
     cluster_role = one(objects, "ClusterRole")
-    assert canonical(cluster_role["rules"]) == canonical([*cluster, NAMESPACE_NAMES])
+    assert canonical(cluster_role["rules"]) == canonical(cluster)
     for rule in cluster_role["rules"]:
         assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+
+
+def test_namespaced_mode_lets_kopf_read_crds_and_namespace_names(helm: Path) -> None:
+    """Kopf lists and watches CRDs (resource discovery) and, with --namespace, namespaces."""
+    granted = {
+        (resource, verb)
+        for rule in one(template(helm, OPTIONS["namespaced"]), "ClusterRole")["rules"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    needed = {(r, v) for r in ("customresourcedefinitions", "namespaces") for v in ("list", "watch")}
+    assert needed <= granted
 
 
 def test_peering_adds_only_the_peering_rules(helm: Path) -> None:
