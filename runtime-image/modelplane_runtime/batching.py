@@ -6,17 +6,20 @@ dimensions (and the set of inputs sent) agree, so a batch is always a plain conc
 request that does not fit waits for the next batch, in arrival order. If a stacked batch fails,
 each of its requests is re-run alone so that one bad request cannot fail its neighbours.
 
-Each model instance owns one executor thread, so the event loop never runs model code.
+Each model instance owns one worker thread, so the event loop never runs model code. The hot
+path is kept to one future per request and one thread hand-off per batch: arrivals wake the
+scheduler only when it idles or when a filling batch could be completed, never per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ log = logging.getLogger("modelplane.runtime.batching")
 
 Outputs = dict[str, np.ndarray]
 Result = Outputs | BaseException
+BatchResult = tuple[list[Result], int, int, int]
 
 
 class Pending:
@@ -42,6 +46,53 @@ class Pending:
         self.key = key
         self.future = future
         self.enqueued_ns = time.perf_counter_ns()
+
+
+class Worker:
+    """One model instance's thread: runs jobs in order, reports back on the event loop."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], Any, Callable[[Any], None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            function, argument, done = job
+            try:
+                result = function(argument)
+            except BaseException as exc:  # handed to the caller, never lost in this thread
+                result = exc
+            done(result)
+
+    def submit(self, function: Callable[[Any], Any], argument: Any, done: Callable[[Any], None]) -> None:
+        self._jobs.put((function, argument, done))
+
+    def call(self, function: Callable[[Any], Any], argument: Any) -> Any:
+        """Run on this thread and wait (used while loading, off the event loop)."""
+        finished = threading.Event()
+        box: list[Any] = []
+
+        def done(result: Any) -> None:
+            box.append(result)
+            finished.set()
+
+        self.submit(function, argument, done)
+        finished.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def stop(self, join: bool = True) -> None:
+        """Ask the thread to end; wait for it when it is idle, so no thread outlives the interpreter."""
+        self._jobs.put(None)
+        if join:
+            self._thread.join()
 
 
 def _split(outputs: Outputs, batch: list[Pending]) -> list[Result]:
@@ -66,8 +117,12 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+# What the scheduler task is waiting for, which decides whether an arrival wakes it.
+_IDLE, _FILLING, _NO_WORKER, _BUSY = "idle", "filling", "no-worker", "busy"
+
+
 class Scheduler:
-    """The queue and executor threads of one served model version."""
+    """The queue and worker threads of one served model version."""
 
     def __init__(
         self,
@@ -87,18 +142,21 @@ class Scheduler:
         self._delay_ns = delay_us * 1000
         self._max_queue = max_queue
         self._queue: deque[Pending] = deque()
-        self.executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}-{i}")
-            for i in range(instances)
-        ]
-        self._free: list[ThreadPoolExecutor] = list(self.executors)
+        self._queued_rows = 0
+        self.workers = [Worker(f"model-{name}-{i}") for i in range(instances)]
+        self._free: list[Worker] = list(self.workers)
+        self._state = _BUSY
+        self._rows_wanted = 0  # while filling: queued rows that would complete the batch
         self._wakeup: asyncio.Future[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running = 0
+        self._drained: asyncio.Future[None] | None = None
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self._name}")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._schedule(), name=f"batcher-{self._name}")
 
     @property
     def busy(self) -> bool:
@@ -109,10 +167,14 @@ class Scheduler:
             raise unavailable(f"model {self._name!r} is unloading")
         if self._max_queue and len(self._queue) >= self._max_queue:
             raise unavailable(f"model {self._name!r} has {len(self._queue)} requests queued (max_queue_size)")
-        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None
+        future: asyncio.Future[Outputs] = self._loop.create_future()
         self._queue.append(Pending(inputs, rows, key, future))
+        self._queued_rows += rows or 1
         self._stats.pending += 1
-        self._wake()
+        state = self._state
+        if state is _IDLE or (state is _FILLING and self._queued_rows >= self._rows_wanted):
+            self._wake()
         return future
 
     def _wake(self) -> None:
@@ -122,28 +184,32 @@ class Scheduler:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _sleep_until_woken(self, timeout_ns: int | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+    async def _wait(self, state: str, timeout_ns: int | None = None) -> None:
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self._wakeup = waiter
-        handle = None
-        if timeout_ns is not None:
-            handle = loop.call_later(timeout_ns / 1e9, _resolve, waiter)
+        self._state = state
+        handle = self._loop.call_later(timeout_ns / 1e9, _resolve, waiter) if timeout_ns is not None else None
         try:
             await waiter
         finally:
+            self._state = _BUSY
             if handle is not None:
                 handle.cancel()
             if self._wakeup is waiter:
                 self._wakeup = None
 
+    def _popleft(self) -> Pending:
+        pending = self._queue.popleft()
+        self._queued_rows -= pending.rows or 1
+        return pending
+
     def _take(self, batch: list[Pending], rows: int) -> int:
         """Move queued requests that fit (same key, rows within the limit) into the batch."""
-        queue = self._queue
         key = batch[0].key
         kept: deque[Pending] = deque()
-        while queue and rows < self._max_rows:
-            pending = queue.popleft()
+        while self._queue and rows < self._max_rows:
+            pending = self._popleft()
             if pending.future.done():  # cancelled by its client while queued
                 self._stats.pending -= 1
                 continue
@@ -153,7 +219,9 @@ class Scheduler:
             else:
                 kept.append(pending)
         if kept:
-            kept.extend(queue)
+            for pending in kept:
+                self._queued_rows += pending.rows or 1
+            kept.extend(self._queue)
             self._queue = kept
         return rows
 
@@ -162,12 +230,12 @@ class Scheduler:
             if not self._queue:
                 if self._closing:
                     return
-                await self._sleep_until_woken()
+                await self._wait(_IDLE)
                 continue
             if not self._free:
-                await self._sleep_until_woken()
+                await self._wait(_NO_WORKER)
                 continue
-            first = self._queue.popleft()
+            first = self._popleft()
             if first.future.done():
                 self._stats.pending -= 1
                 continue
@@ -180,39 +248,59 @@ class Scheduler:
                     remaining = deadline - time.perf_counter_ns()
                     if remaining <= 0:
                         break
-                    await self._sleep_until_woken(remaining)
+                    self._rows_wanted = self._max_rows - rows
+                    await self._wait(_FILLING, remaining)
                     rows = self._take(batch, rows)
-            executor = self._free.pop()
-            task = asyncio.get_running_loop().create_task(self._execute(executor, batch, rows))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._dispatch(self._free.pop(), batch, rows)
 
-    async def _execute(self, executor: ThreadPoolExecutor, batch: list[Pending], rows: int) -> None:
+    def _dispatch(self, worker: Worker, batch: list[Pending], rows: int) -> None:
+        assert self._loop is not None
         started = time.perf_counter_ns()
         self._stats.pending -= len(batch)
-        try:
-            results, input_ns, infer_ns, output_ns = await asyncio.get_running_loop().run_in_executor(
-                executor, self._run_batch, batch
-            )
-        except BaseException as exc:  # the executor itself failed (shut down): fail the batch
-            results, input_ns, infer_ns, output_ns = [exc] * len(batch), 0, 0, 0
-        finally:
-            self._free.append(executor)
+        self._running += 1
+        loop = self._loop
+
+        def done(result: BatchResult | BaseException) -> None:  # on the worker thread
+            loop.call_soon_threadsafe(self._finish, worker, batch, rows, started, result)
+
+        worker.submit(self._run_batch, batch, done)
+
+    def _finish(
+        self,
+        worker: Worker,
+        batch: list[Pending],
+        rows: int,
+        started: int,
+        outcome: BatchResult | BaseException,
+    ) -> None:
+        self._running -= 1
+        self._free.append(worker)
+        if self._state is _NO_WORKER:
             self._wake()
-        queue_ns = sum(started - p.enqueued_ns for p in batch)
+        if isinstance(outcome, BaseException):
+            results: list[Result] = [outcome] * len(batch)
+            input_ns = infer_ns = output_ns = 0
+        else:
+            results, input_ns, infer_ns, output_ns = outcome
+        queue_ns = 0
+        for pending in batch:
+            queue_ns += started - pending.enqueued_ns
         self._stats.executed(
             rows if self._max_rows else max(rows, 1), len(batch), queue_ns, input_ns, infer_ns, output_ns
         )
         for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
+            future = pending.future
+            if future.done():
                 continue
             if isinstance(result, BaseException):
-                pending.future.set_exception(result)
+                future.set_exception(result)
             else:
-                pending.future.set_result(result)
+                future.set_result(result)
+        if not self._running and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
-    def _run_batch(self, batch: list[Pending]) -> tuple[list[Result], int, int, int]:
-        """On the executor thread: stack, run, split; isolate failures by re-running alone."""
+    def _run_batch(self, batch: list[Pending]) -> BatchResult:
+        """On the worker thread: stack, run, split; isolate failures by re-running alone."""
         start = time.perf_counter_ns()
         try:
             if len(batch) == 1:
@@ -242,26 +330,28 @@ class Scheduler:
             return alone, 0, time.perf_counter_ns() - start, 0
 
     async def close(self, grace_s: float | None = None) -> None:
-        """Stop taking requests, finish the queued and running ones, release the threads."""
+        """Stop taking requests, finish the queued and running ones, stop the threads."""
         self._closing = True
         self._wake()
-        if self._task is not None:
-            try:
+        try:
+            if self._task is not None:
                 await asyncio.wait_for(asyncio.shield(self._task), grace_s)
-            except TimeoutError:
+            if self._running:
+                assert self._loop is not None
+                self._drained = self._loop.create_future()
+                await asyncio.wait_for(self._drained, grace_s)
+        except TimeoutError:
+            if self._task is not None:
                 self._task.cancel()
-        if self._running:
-            await asyncio.wait(list(self._running), timeout=grace_s)
-        for executor in self.executors:
-            executor.shutdown(wait=False, cancel_futures=True)
+        for worker in self.workers:
+            # A worker still inside the model (drain deadline passed) is not waited for.
+            worker.stop(join=not self._running)
 
 
 def warm_up(
-    executors: list[ThreadPoolExecutor],
-    run: Callable[[dict[str, np.ndarray]], Any],
-    samples: list[dict[str, np.ndarray]],
+    workers: list[Worker], run: Callable[[dict[str, np.ndarray]], Any], samples: list[dict[str, np.ndarray]]
 ) -> None:
     """Run each sample once on every instance's own thread (blocking; called while loading)."""
-    for executor in executors:
+    for worker in workers:
         for sample in samples:
-            executor.submit(run, sample).result()
+            worker.call(run, sample)

@@ -106,8 +106,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         start = time.perf_counter_ns()
         try:
             tensors = decode_inputs(request)
-            names = [output.name for output in request.outputs]
-            if names:
+            if request.outputs:
+                names = [output.name for output in request.outputs]
                 model.check_outputs(names)
                 for output in request.outputs:
                     if "classification" in output.parameters:
@@ -115,8 +115,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                             f"output {output.name!r}: classification is not supported by this server"
                         )
             else:
-                names = [spec.name for spec in model.outputs]
-            if "sequence_id" in request.parameters:
+                names = model.output_names
+            if request.parameters and "sequence_id" in request.parameters:
                 raise invalid("sequence batching is not supported by this server")
             inputs, rows, key = model.prepare(tensors)
         except ServeError:

@@ -176,6 +176,7 @@ class ServedModel:
         self.inputs, self.outputs = configs.tensor_specs(config)
         self.input_specs = {spec.name: spec for spec in self.inputs}
         self.output_specs = {spec.name: spec for spec in self.outputs}
+        self.output_names = [spec.name for spec in self.outputs]
         self.required_inputs = [spec.name for spec in self.inputs if not spec.optional]
         self.max_batch_size = int(config.max_batch_size)
         self.dynamic_batching = self.max_batch_size > 0 and config.HasField("dynamic_batching")
@@ -537,8 +538,8 @@ class ModelRegistry:
         except BaseException:
             for model in loaded:
                 model.backend.close()
-                for executor in model.scheduler.executors:
-                    executor.shutdown(wait=False)
+                for worker in model.scheduler.workers:
+                    worker.stop()
             raise
         return loaded
 
@@ -574,7 +575,7 @@ class ModelRegistry:
                 samples = _warmup_samples(model, source.root)
                 warm_start = time.perf_counter()
                 try:
-                    warm_up(model.scheduler.executors, backend.run, samples)
+                    warm_up(model.scheduler.workers, backend.run, samples)
                 except Exception as exc:
                     raise ModelLoadError(
                         f"{files.model_file}: warm-up inference failed: {type(exc).__name__}: {exc}"

@@ -54,7 +54,6 @@ class ModelStats:
         self.success_count += 1
         self.success_ns += duration_ns
         self.inference_count += rows
-        self.last_inference_ms = time.time_ns() // 1_000_000
 
     def failed(self, duration_ns: int, reason: str) -> None:
         self.fail_count += 1
@@ -66,6 +65,7 @@ class ModelStats:
     ) -> None:
         """One model execution of `requests` requests holding `rows` rows together."""
         self.execution_count += 1
+        self.last_inference_ms = time.time_ns() // 1_000_000
         self.executed_requests += requests
         self.queue_ns += queue_ns
         # Triton charges each request in a batch with the batch's compute time.
