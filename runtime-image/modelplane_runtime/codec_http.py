@@ -194,7 +194,7 @@ def encode_response(
             if spec.dtype.is_bytes:
                 data: bytes | memoryview = serialize_bytes(array)
             else:
-                data = np.ascontiguousarray(array).view(np.uint8).reshape(-1).data
+                data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
             document["parameters"] = {"binary_data_size": len(data)}
             buffers.append(data)
         else:

@@ -15,7 +15,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.runtime.clients import KIT_IDS, Kit, make_kit
-from tests.runtime.modelgen import DATATYPES, python_echo, sample, torchscript_echo
+from tests.runtime.modelgen import DATATYPES, python_echo, sample, torchscript_echo, write
 from tests.runtime.serverproc import Server, start_server
 
 TORCH_DATATYPES = [dt for dt in DATATYPES if dt != "BYTES"]
@@ -28,6 +28,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         python_echo(repo, f"py_{datatype.lower()}", datatype)
     for datatype in TORCH_DATATYPES:
         torchscript_echo(repo, f"ts_{datatype.lower()}", datatype)
+    write(
+        repo / "scalar" / "1" / "model.py",
+        """
+        import numpy as np
+
+        class Model:
+            def predict(self, inputs):
+                return {"TOTAL": np.float64(inputs["X"].sum())}
+        """,
+    )
+    write(
+        repo / "scalar" / "config.pbtxt",
+        """
+        input [{ name: "X" data_type: TYPE_FP64 dims: [-1] }]
+        output [{ name: "TOTAL" data_type: TYPE_FP64 dims: [] }]
+        """,
+    )
     server = start_server(repo, log_dir=tmp_path_factory.mktemp("logs"))
     yield server
     assert server.stop() == 0, server.log()
@@ -102,6 +119,12 @@ def test_bf16_json_output(server: Server) -> None:
     y = kit.infer("ts_bf16", {"INPUT__0": x}, ["OUTPUT__0"]).as_numpy("OUTPUT__0")
     assert y.dtype == ml_dtypes.bfloat16
     assert y.tobytes() == x.tobytes()
+
+
+def test_scalar_output(kit: Kit) -> None:
+    y = kit.infer("scalar", {"X": np.array([1.5, 2.0, 3.25])}, ["TOTAL"]).as_numpy("TOTAL")
+    assert y.shape == ()
+    assert float(y) == 6.75
 
 
 def test_empty_tensor(kit: Kit) -> None:

@@ -6,6 +6,7 @@ operator's override flags, precision, and load errors that name the file at faul
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import zipfile
@@ -19,6 +20,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.runtime.modelgen import (
+    TwoInTwoOut,
     export_two_io,
     mlp_module,
     onnx_affine,
@@ -30,6 +32,8 @@ from tests.runtime.modelgen import (
     write,
 )
 from tests.runtime.serverproc import Server, run_to_exit, start_server
+
+HAVE_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
 
 
 def infer(
@@ -67,7 +71,21 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_two_io(repo, "pt2_two_io")
     state_dict_model(repo, "sd_net")
     safetensors_model(repo, "st_net")
-    onnx_affine(repo / "onnx_affine" / "1" / "model.onnx")
+    if HAVE_ONNX:
+        onnx_affine(repo / "onnx_affine" / "1" / "model.onnx")
+    # TorchScript whose config names inputs after forward()'s arguments and outputs after dict keys.
+    (repo / "ts_named" / "1").mkdir(parents=True)
+    torch.jit.script(TwoInTwoOut()).save(str(repo / "ts_named" / "1" / "model.pt"))
+    write(
+        repo / "ts_named" / "config.pbtxt",
+        """
+        platform: "pytorch_libtorch"
+        max_batch_size: 8
+        input [{ name: "b" data_type: TYPE_FP32 dims: [4] }, { name: "a" data_type: TYPE_FP32 dims: [4] }]
+        output [{ name: "scaled" data_type: TYPE_FP32 dims: [4] }, { name: "sum" data_type: TYPE_FP32 dims: [4] }]
+        dynamic_batching { }
+        """,
+    )
     python_echo(repo, "py_echo", "FP32")
     # Two versions; the config serves both.
     for version, seed in ((1, 10), (2, 20)):
@@ -102,6 +120,13 @@ def test_torchscript(server: Server) -> None:
     assert metadata(server, "ts_mlp")["platform"] == "pytorch_libtorch"
 
 
+def test_torchscript_named_by_forward_arguments_and_dict_keys(server: Server) -> None:
+    a, b = X64[:2, :4].copy(), X64[:2, 4:8].copy()
+    result = infer(server, "ts_named", {"b": b, "a": a})
+    np.testing.assert_allclose(result.as_numpy("sum"), a + b, rtol=1e-6)
+    np.testing.assert_allclose(result.as_numpy("scaled"), 2 * a * b, rtol=1e-6)
+
+
 def test_torch_export_is_introspected(server: Server) -> None:
     a, b = X64[:, :4].copy(), X64[:, 4:8].copy()
     result = infer(server, "pt2_two_io", {"a": a, "b": b})
@@ -123,8 +148,8 @@ def test_safetensors_with_build_model(server: Server) -> None:
     assert metadata(server, "st_net")["platform"] == "pytorch_safetensors"
 
 
+@pytest.mark.skipif(not HAVE_ONNX, reason="onnx and onnxruntime (the onnx extra) are not installed")
 def test_onnx_is_introspected(server: Server, tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
     weight, bias = onnx_affine(tmp_path / "same-as-served.onnx")  # same seed, same weights
     x = X8[:, :4].copy()
     y = infer(server, "onnx_affine", {"x": x}).as_numpy("y")
@@ -169,8 +194,8 @@ def test_single_model_file(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
+@pytest.mark.skipif(not HAVE_ONNX, reason="onnx and onnxruntime (the onnx extra) are not installed")
 def test_folder_holding_one_model(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
     folder = tmp_path / "models"
     weight, bias = onnx_affine(folder / "model.onnx")
     server = start_server(folder, "--model-name", "affine", "--model-version", "3", log_dir=tmp_path / "logs")
@@ -339,6 +364,23 @@ def test_load_errors_name_the_file_and_keep_the_server_serving(tmp_path: Path) -
         assert client.is_server_ready()
     finally:
         client.close()
+        assert server.stop() == 0
+
+
+@pytest.mark.gpu
+def test_serves_on_cuda_in_half_precision(repo: Path, tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    server = start_server(
+        repo, "--model-name", "ts_mlp", "--device", "cuda", "--precision", "fp16", log_dir=tmp_path / "logs"
+    )
+    try:
+        y = infer(server, "ts_mlp", {"INPUT__0": X64}).as_numpy("OUTPUT__0")
+        assert y.dtype == np.float32
+        np.testing.assert_allclose(y, run(mlp_module(0), X64), atol=2e-2, rtol=2e-2)
+        assert "nv_gpu_memory_used_bytes" in "\n".join(server.metrics())
+        assert "on cuda:0" in server.log()
+    finally:
         assert server.stop() == 0
 
 
