@@ -132,5 +132,7 @@ def test_kube_errors_and_credentials_choice(monkeypatch: pytest.MonkeyPatch) -> 
     assert KubeError(400, "bad").permanent
     assert not KubeError(409, "conflict").permanent
     assert not KubeError(0, "timeout").permanent
+    assert KubeError(500, "failed to create typed patch object (ns/m; apps/v1, Kind=Deployment): x").permanent
+    assert not KubeError(500, "Internal error occurred: etcdserver: leader changed").permanent
     monkeypatch.setenv("KUBECONFIG", "/tmp/x")
     assert use_kubeconfig() is True

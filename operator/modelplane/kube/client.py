@@ -22,6 +22,8 @@ from modelplane.api.models import GROUP, KIND, PLURAL, VERSION
 
 FIELD_MANAGER = "modelplane"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# How the API server words a server-side apply that does not fit the schema (HTTP 500).
+TYPED_PATCH_ERROR = "failed to create typed patch object"
 
 # Generic (raw dict) resource classes: what we send is exactly what render produced, and what comes
 # back is the API server's JSON, not a model that might drop fields it does not know.
@@ -49,7 +51,14 @@ class KubeError(Exception):
 
     @property
     def permanent(self) -> bool:
-        """Only a change of the request can fix it (invalid, or refused by admission)."""
+        """Only a change of the request can fix it (invalid, or refused by admission).
+
+        A server-side apply whose body does not fit the object's schema (a string where the schema
+        has a map, say in a passed-through affinity) is answered 500 "failed to create typed patch
+        object": retrying the same body can never succeed, so it counts as invalid too.
+        """
+        if self.code == 500:
+            return self.message.startswith(TYPED_PATCH_ERROR)
         return self.code in (400, 422)
 
 
