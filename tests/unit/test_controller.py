@@ -301,3 +301,63 @@ async def test_switching_to_autoscaling_hands_replicas_over_without_a_dip() -> N
     server.set_spec({"model": {"uri": "s3://b/m"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 8}})
     await ctl.reconcile(KEY)
     assert ("apply", "modelplane-handover") not in server.take_writes()  # only once
+
+
+class LaggingCache(FakeServer):
+    """A watch cache that shows the ModelDeployment as of the last `deliver()`, with resourceVersions."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.version = 1
+        assert self.mdep is not None
+        self.mdep["metadata"]["resourceVersion"] = "1"
+        self.seen = copy.deepcopy(self.mdep)
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        result = await super().patch_status(namespace, name, patch)
+        assert self.mdep is not None
+        self.version += 1
+        self.mdep["metadata"]["resourceVersion"] = str(self.version)
+        return result
+
+    def modeldeployment(self, key: Key) -> Mapping[str, Any] | None:
+        return copy.deepcopy(self.seen) if key == KEY else None
+
+    def deliver(self) -> None:
+        """The watch event of the latest write arrives."""
+        self.seen = copy.deepcopy(self.mdep)
+
+
+async def test_a_reconcile_before_the_watch_shows_our_status_writes_nothing_again() -> None:
+    server = LaggingCache(copy.deepcopy(SPEC))
+    ctl = controller(server)
+    await ctl.reconcile(KEY)
+    assert ("patch", "status") in server.take_writes()
+    await ctl.reconcile(KEY)  # e.g. a pod event, while the cache still has no status
+    assert server.take_writes() == []
+    server.deliver()
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == []
+
+    server.roll_out()
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == [("patch", "status"), ("event", "Available")]
+    await ctl.reconcile(KEY)  # the stale cache still says Ready=False: no second Available event
+    assert server.take_writes() == []
+    assert ready(server)["status"] == "True"
+
+
+async def test_a_status_changed_by_someone_else_is_trusted_again() -> None:
+    server = LaggingCache(copy.deepcopy(SPEC))
+    ctl = controller(server)
+    await ctl.reconcile(KEY)
+    server.deliver()
+    assert server.mdep is not None
+    server.mdep["status"] = {}  # wiped by hand (a new resourceVersion)
+    server.version += 1
+    server.mdep["metadata"]["resourceVersion"] = str(server.version)
+    server.deliver()
+    server.take_writes()
+    await ctl.reconcile(KEY)
+    assert ("patch", "status") in server.take_writes()
+    assert ready(server)["status"] == "False"

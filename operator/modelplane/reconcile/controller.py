@@ -88,6 +88,10 @@ class Controller:
     # Manifests the API server refused as invalid, by desired hash: not sent again until they change,
     # so an invalid spec does not turn into a write on every resync.
     _rejected: dict[tuple[Key, ChildKind], tuple[str, str]] = field(default_factory=dict)
+    # The status last written, by key, with the resourceVersion it was computed from. Until the watch
+    # delivers our own write, the cache still holds the old status: a reconcile in that gap (a pod
+    # event, say) would write the same status again and post its event twice.
+    _written: dict[Key, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     # -- the reconcile ------------------------------------------------------------------------------
 
@@ -96,6 +100,7 @@ class Controller:
         resource = self.cache.modeldeployment(key)
         if resource is None:
             self._ready.pop(key, None)
+            self._written.pop(key, None)
             for stale in [k for k in self._rejected if k[0] == key]:
                 del self._rejected[stale]
             return  # deleted: garbage collection removes the children
@@ -169,11 +174,14 @@ class Controller:
             pods=self.cache.pods(key),
             apply_error=apply_error,
         )
-        previous = resource.get("status") or {}
+        version = str(metadata.get("resourceVersion") or "")
+        previous = self._previous_status(key, version, resource.get("status") or {})
         status = compute_status(state, previous, self.now())
         patch = status_patch(previous, status)
         if patch is not None:
             await self._write_status(key, patch)
+            if version:
+                self._written[key] = (version, status)
         self._ready[key] = ready_condition(status).get("status") == "True"
 
         transition = transition_event(previous, status) if patch is not None else None
@@ -183,6 +191,16 @@ class Controller:
             await self._event(resource, *transition)
         if apply_error is not None and not apply_error.permanent:
             raise RetryLater(f"{apply_error.kind} {apply_error.name}: {apply_error.message}")
+
+    def _previous_status(self, key: Key, version: str, cached: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The status as the API server has it: our last write while the cache has not caught up."""
+        written = self._written.get(key)
+        if written is None:
+            return cached
+        if version and written[0] == version:
+            return written[1]
+        del self._written[key]  # the cache has moved on (our write, or anyone's): trust it again
+        return cached
 
     async def _hand_over_replicas(
         self, spec: ModelDeploymentSpec, owner: Owner, deployment: Mapping[str, Any]
@@ -278,6 +296,7 @@ class Controller:
         while True:
             await asyncio.sleep(period)
             self.enqueue_all(self.cache.keys())
+            self.metrics.resyncs.inc()
 
     def start(self, resync_seconds: float) -> None:
         """Start the workers and the periodic resync (call once, inside the running event loop)."""

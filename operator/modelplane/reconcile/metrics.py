@@ -29,6 +29,11 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
+        self.resyncs = Counter(
+            "modelplane_resyncs_total",
+            "Periodic resyncs: every ModelDeployment queued again without an event.",
+            registry=self.registry,
+        )
         self.writes = Counter(
             "modelplane_api_writes_total",
             "Write requests sent to the API server, by verb and kind (zero while idle).",
