@@ -134,12 +134,6 @@ def test_stalled_is_failed_and_degraded(
         assert kstatus(obj, checker)["message"] == stalled["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator reports a model scaled to zero as Ready=False, which kstatus reads as "
-    "InProgress forever (Flux and `helm --wait` never finish); it should report Ready=True "
-    "with reason ScaledToZero",
-)
 def test_scaled_to_zero_is_current_and_suspended(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, checker: Path
 ) -> None:

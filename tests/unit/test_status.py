@@ -298,12 +298,13 @@ def test_replica_failure_when_no_pod_is_created() -> None:
     )
 
 
-def test_scaled_to_zero_is_current_but_not_ready() -> None:
+def test_scaled_to_zero_is_ready_with_its_own_reason() -> None:
+    """Zero replicas on purpose is done, not pending: kstatus reads Ready=False as InProgress forever."""
     zero = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m"}, "replicas": 0})
     got = conditions(
         status(spec=zero, deployment=deployment(replicas=0, ready=0, available=0, updated=0, total=0))
     )
-    assert got["Ready"][:2] == ("False", "ScaledToZero")
+    assert got["Ready"][:2] == ("True", "ScaledToZero")
     assert got["Reconciling"][0] == "False"
     assert got["Stalled"][0] == "False"
 

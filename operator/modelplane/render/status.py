@@ -4,7 +4,7 @@ The conditions follow kstatus: a resource is Current when status.observedGenerat
 neither Reconciling nor Stalled is True. So:
 
 - Ready=True only when the Deployment has rolled out the newest generation and every replica is
-  available;
+  available (with reason ScaledToZero when that is zero replicas, asked for);
 - Reconciling=True while the workload is still converging (rolling out, pods pending while a cluster
   autoscaler may add GPU nodes, images pulling, crash loops the kubelet keeps retrying);
 - Stalled=True when it cannot converge without a change: the spec is invalid, or the Deployment's
@@ -332,8 +332,10 @@ def _conditions(observed: Observed) -> list[dict[str, Any]]:
     state = rollout(deployment, observed.spec)
     if state.complete:
         if state.desired == 0:
+            # Done as asked, like a Deployment of zero replicas is Available: Ready=False would read as
+            # in progress forever to kstatus (Flux, `helm --wait`); the reason says nothing serves.
             cause = Cause(SCALED_TO_ZERO, "scaled to zero replicas: nothing serves the model")
-            return result(cause, None, None)
+            return result(cause, None, None, is_ready=True)
         return result(
             Cause(AVAILABLE, f"{state.available}/{state.desired} replicas available"),
             None,
