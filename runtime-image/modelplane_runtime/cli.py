@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from modelplane_runtime import __version__
@@ -239,9 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     from modelplane_runtime.server import serve
 
     code = uvloop.run(serve(options))
-    if code != 0:
-        # A model thread still running past the drain deadline must not hold the exit.
+    stuck = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if stuck or code != 0:
+        # A model still loading, or running past the drain deadline, must not hold (or crash) the exit.
+        if stuck:
+            log.warning(
+                "exiting with %d thread(s) still busy: %s", len(stuck), ", ".join(t.name for t in stuck)
+            )
         logging.shutdown()
+        sys.stdout.flush()
         os._exit(code)
     return code
 

@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.runtime.modelgen import python_slow
+from tests.runtime.modelgen import python_slow, write
 from tests.runtime.serverproc import http_status, start_server, wait_for
 
 
@@ -85,3 +85,41 @@ def test_drain_deadline_exits_non_zero_and_says_so(tmp_path: Path) -> None:
     assert "unfinished" in server.log()
     assert len(results) == 1
     assert isinstance(results[0], Exception)  # the client saw its connection go
+
+
+def test_sigterm_while_loading_exits_promptly(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write(
+        repo / "sleepy" / "1" / "model.py",
+        """
+        import pathlib
+        import time
+
+        class Model:
+            def __init__(self, model_dir):
+                self.model_dir = pathlib.Path(model_dir)
+
+            def load(self):
+                (self.model_dir / "loading").write_text("")
+                time.sleep(60)
+
+            def predict(self, inputs):
+                return inputs
+        """,
+    )
+    write(
+        repo / "sleepy" / "config.pbtxt",
+        """
+        input [{ name: "X" data_type: TYPE_FP32 dims: [1] }]
+        output [{ name: "X" data_type: TYPE_FP32 dims: [1] }]
+        """,
+    )
+    server = start_server(repo, log_dir=tmp_path / "logs", wait=False)
+    try:
+        wait_for((repo / "sleepy" / "1" / "loading").exists)
+        assert http_status(server.http_port, "/v2/health/live") == 200
+        assert http_status(server.http_port, "/v2/health/ready") == 503  # not ready while loading
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=15) == 0
+    finally:
+        server.stop()
