@@ -5,6 +5,12 @@ numpy.frombuffer and no further copy; typed `contents` are accepted too. Respons
 `raw_output_contents`, the only form tritonclient's `as_numpy` reads. Message limits are raised
 far above gRPC's 4 MB default. Errors carry INVALID_ARGUMENT / NOT_FOUND / UNAVAILABLE / ...
 with a message naming the problem.
+
+Measured on one core (MLP, 32 concurrent tritonclient.grpc.aio callers): grpc.aio's own per-call
+work is ~85% of the event loop's time; decoding, validating and encoding here cost ~6 us of the
+~170 us a request takes. A threaded `grpc.server` costs less per bare call, but handing each
+request to the batcher and back across threads ate the difference, so the front end stays on the
+one event loop with HTTP and the batcher.
 """
 
 from __future__ import annotations
