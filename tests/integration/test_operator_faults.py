@@ -1,0 +1,65 @@
+"""Pods the kubelet cannot start or keep running: the ModelDeployment says so, in the kubelet's words.
+
+The devcluster's KWOK fault stages give pods the status a kubelet would (selected by the pod
+annotation devcluster.modelplane.dev/fault, set through spec.podAnnotations). The models come from
+the session fixture `faulted_models`; test_operator_stalled.py checks them again past their
+progress deadline.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration._support.kube import Kubectl, condition, wait_for
+from tests.integration._support.operator_checks import (
+    assert_condition,
+    conditions_text,
+    get_mdep,
+    pods_of,
+    wait_condition,
+)
+from tests.integration._support.operator_faults import FAULTS, PROGRESS_DEADLINE, FaultedModels
+
+pytest_plugins = ["tests.integration._support.operator_fixtures"]
+
+
+@pytest.fixture(scope="module")
+def namespace(faulted_models: FaultedModels) -> str:
+    """The faulted models' namespace (named `namespace` so a failure prints its contents)."""
+    return faulted_models.namespace
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_a_failing_pod_makes_the_model_not_ready_with_the_kubelets_reason(
+    kubectl: Kubectl, namespace: str, faulted_models: FaultedModels, name: str
+) -> None:
+    fault = FAULTS[name]
+    obj = wait_condition(
+        kubectl, namespace, name, "Ready", "False", reason=fault.reason, message=fault.words, timeout=60
+    )
+    ready = condition(obj, "Ready")
+    assert ready is not None
+    assert ready["message"].startswith(f"{fault.reason}: ")
+    (pod,) = pods_of(kubectl, namespace, name)
+    assert pod["metadata"]["name"] in ready["message"]
+    if faulted_models.elapsed() < PROGRESS_DEADLINE - 10:
+        # Still progressing as far as kstatus knows: the kubelet keeps retrying.
+        assert_condition(obj, "Reconciling", "True", fault.reason)
+        assert_condition(obj, "Stalled", "False")
+
+
+def test_the_crash_loop_message_stays_put_while_restarts_count_up(
+    kubectl: Kubectl, namespace: str, faulted_models: FaultedModels
+) -> None:
+    """Restart counts and back-off times are not in the message, so it is not rewritten on each restart."""
+    first = wait_condition(kubectl, namespace, "crash-loop", "Ready", "False", reason="CrashLoopBackOff")
+
+    def restarts() -> int:
+        (pod,) = pods_of(kubectl, namespace, "crash-loop")
+        return int(pod["status"]["containerStatuses"][0]["restartCount"])
+
+    before = restarts()
+    wait_for(lambda: restarts() > before + 1, 30, "two more restarts of the crash-looping container")
+    now = get_mdep(kubectl, namespace, "crash-loop")
+    assert now is not None
+    assert condition(now, "Ready") == condition(first, "Ready"), conditions_text(now)
