@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import itertools
 import textwrap
-import warnings
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 import torch
-
-# TorchScript is deprecated upstream, but it is what most Triton repositories hold: keep testing it.
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
 
 DATATYPES = [
     "BOOL",

@@ -14,6 +14,9 @@ from tests.runtime.clients import Kit, make_kit
 from tests.runtime.modelgen import python_echo
 from tests.runtime.serverproc import Server, start_server
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 TOKEN = "s3cret-t0ken"
 KITS = ["http-binary", "http_aio-binary", "grpc", "grpc_aio"]
 

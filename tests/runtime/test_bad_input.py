@@ -22,6 +22,9 @@ from tests.runtime.clients import Kit, make_kit
 from tests.runtime.modelgen import python_echo, torchscript_mlp
 from tests.runtime.serverproc import Server, start_server
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 MAX_REQUEST_BYTES = 1_000_000
 KITS = ["http-binary", "http_aio-binary", "grpc", "grpc_aio"]
 GOOD = np.zeros((1, 64), dtype=np.float32)

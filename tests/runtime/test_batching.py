@@ -15,6 +15,9 @@ from tritonclient.utils import InferenceServerException
 from tests.runtime.modelgen import python_echo, torchscript_mlp, write
 from tests.runtime.serverproc import Server, start_server
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 CONCURRENCY = 64
 
 

@@ -18,6 +18,9 @@ from tests.runtime.clients import KIT_IDS, Kit, make_kit
 from tests.runtime.modelgen import DATATYPES, python_echo, sample, torchscript_echo, write
 from tests.runtime.serverproc import Server, start_server
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 TORCH_DATATYPES = [dt for dt in DATATYPES if dt != "BYTES"]
 
 

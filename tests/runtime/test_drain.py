@@ -17,6 +17,9 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tests.runtime.modelgen import python_slow, write
 from tests.runtime.serverproc import http_status, start_server, wait_for
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 
 def slow_request(url: str, delay_ms: int, results: list[object], transport: str) -> None:
     try:

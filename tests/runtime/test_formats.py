@@ -33,6 +33,9 @@ from tests.runtime.modelgen import (
 )
 from tests.runtime.serverproc import Server, run_to_exit, start_server
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 HAVE_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
 
 

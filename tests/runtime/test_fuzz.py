@@ -23,6 +23,9 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tests.runtime.modelgen import DATATYPES, python_echo, torchscript_mlp
 from tests.runtime.serverproc import Server, http_status, start_server
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 FUZZ = settings(
     max_examples=150,
     deadline=None,

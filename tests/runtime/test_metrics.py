@@ -13,6 +13,9 @@ from tritonclient.utils import InferenceServerException
 from tests.runtime.modelgen import python_slow, torchscript_mlp
 from tests.runtime.serverproc import Server, start_server, wait_for
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 TRITON_FAMILIES = {
     "nv_inference_request_success": "counter",
     "nv_inference_request_failure": "counter",

@@ -26,6 +26,9 @@ from tests.runtime.clients import KIT_IDS, Kit, as_dict, make_kit
 from tests.runtime.modelgen import TwoInTwoOut, export_two_io, python_echo, torchscript_mlp
 from tests.runtime.serverproc import Server, start_server
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, torch.nn.Module]]:

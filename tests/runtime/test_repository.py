@@ -13,6 +13,9 @@ from tests.runtime.clients import KIT_IDS, Kit, as_dict, make_kit
 from tests.runtime.modelgen import mlp_module, python_echo, torchscript_mlp
 from tests.runtime.serverproc import Server, start_server
 
+# TorchScript is deprecated upstream but is what most Triton repositories hold: the tests build it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 KITS = [k for k in KIT_IDS if not k.endswith("json")]
 
 
