@@ -139,9 +139,14 @@ def test_kubectl_scale_scales_the_model(operator: OperatorProcess, kubectl: Kube
 
     # Down to zero: done as asked (Ready, reason ScaledToZero), no pods, no PDB left behind.
     kubectl("scale", "mdep/scaled", "--replicas=0", "-n", namespace)
-    obj = wait_condition(kubectl, namespace, "scaled", "Ready", "True", reason="ScaledToZero")
-    assert (obj["status"]["replicas"], obj["status"]["readyReplicas"]) == (0, 0)
+    wait_condition(kubectl, namespace, "scaled", "Ready", "True", reason="ScaledToZero")
     wait_for(lambda: not pods_of(kubectl, namespace, "scaled"), 30, "mdep/scaled's pods to go")
+
+    def counted_down() -> bool:
+        status = (get_mdep(kubectl, namespace, "scaled") or {}).get("status") or {}
+        return (status.get("replicas"), status.get("readyReplicas")) == (0, 0)
+
+    wait_for(counted_down, 30, "status.replicas and readyReplicas of mdep/scaled to reach 0")
     wait_for(
         lambda: kubectl.get_or_none("poddisruptionbudget", "scaled", namespace) is None,
         30,
