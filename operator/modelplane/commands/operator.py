@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 
 from modelplane import __version__
@@ -14,9 +15,12 @@ from modelplane.commands.render import IMAGE_ENV, render_options_from_env
 from modelplane.kube.client import connect
 from modelplane.reconcile.metrics import Metrics
 from modelplane.reconcile.operator import OperatorConfig, run
+from modelplane.reconcile.peering import DEFAULT_LIFETIME, MIN_LIFETIME, start_priority
 
 RESYNC_ENV = "MODELPLANE_RESYNC_SECONDS"
 DEFAULT_RESYNC_SECONDS = 60.0
+POD_NAME_ENV = "POD_NAME"
+EXIT_STOOD_DOWN = 3  # the active replica gave way to another (peering)
 
 
 def _positive_float(text: str) -> float:
@@ -24,6 +28,20 @@ def _positive_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
+
+
+def _lifetime(text: str) -> int:
+    value = int(text)
+    if value < MIN_LIFETIME:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_LIFETIME} (Kopf renews keep-alives 5-10 s before they expire), got {text}"
+        )
+    return value
+
+
+def default_identity() -> str:
+    """HOSTNAME/PID: the pod's name in a pod (stable when its container restarts), unique on one host."""
+    return f"{socket.gethostname()}/{os.getpid()}"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -59,11 +77,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--peering",
         metavar="NAME",
-        help="use Kopf peering with this name (for several operator replicas); default: standalone",
+        help="use Kopf peering with this name (for several operator replicas): one replica reconciles, "
+        "the others stand by; default: standalone",
+    )
+    parser.add_argument(
+        "--peering-identity",
+        metavar="ID",
+        default=os.environ.get(POD_NAME_ENV) or None,
+        help=f"this replica's name in the peering object, unique among the replicas (env {POD_NAME_ENV}; "
+        "default: HOSTNAME/PID)",
+    )
+    parser.add_argument(
+        "--peering-priority",
+        type=int,
+        metavar="N",
+        help="this replica's peering priority, the highest live one serves (default: from the start time, "
+        "so the replica that started first serves and a restarted one never takes over from a healthy one)",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=_lifetime,
+        default=DEFAULT_LIFETIME,
+        metavar="SECONDS",
+        help=f"how long a keep-alive counts: a standby takes over within this after the active replica "
+        f"stops (default {DEFAULT_LIFETIME}, at least {MIN_LIFETIME})",
     )
     parser.add_argument("--workers", type=int, default=4, help="ModelDeployments reconciled in parallel")
     parser.add_argument("-v", "--verbose", action="store_true", help="log Kopf's own activity too")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.peering:
+        patterns = [n for n in args.namespace if any(c in n for c in "*?[!")]
+        if patterns:
+            parser.error(f"--peering needs literal namespaces (one peering object each), got {patterns}")
+    return args
 
 
 def configure_logging(verbose: bool) -> None:
@@ -91,6 +137,9 @@ def main(argv: list[str]) -> int:
         default_image=render_options_from_env().default_image,
         liveness_endpoint=args.liveness,
         peering=args.peering,
+        peering_identity=args.peering_identity or default_identity(),
+        peering_priority=start_priority() if args.peering_priority is None else args.peering_priority,
+        peering_lifetime=args.peering_lifetime,
         workers=max(1, args.workers),
     )
     logging.getLogger("modelplane.operator").info("modelplane operator %s starting", __version__)
@@ -99,6 +148,8 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         print(f"modelplane operator: no Kubernetes credentials: {exc}", file=sys.stderr)
         return 1
+    demoted = False
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, kube, metrics))
-    return 0
+        demoted = asyncio.run(run(config, kube, metrics))
+    # A replica that stood down exits non-zero: its pod restarts it, and it stands by afresh.
+    return EXIT_STOOD_DOWN if demoted else 0

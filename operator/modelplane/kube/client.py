@@ -1,7 +1,8 @@
 """The only code that writes to the Kubernetes API: server-side apply, deletes, status, events.
 
 Reads come from Kopf's watch streams (the reconcile layer's caches), so an idle operator sends no
-requests from here at all: every method below is a write, and each one is counted.
+requests from here at all: every method below is a write, and each one is counted. The one read is
+`watch_peering`, the Kopf peering object a replica watches to know whether it is the active one.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import datetime
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import PatchType
 
 from modelplane.api.models import GROUP, KIND, PLURAL, VERSION
@@ -39,6 +40,9 @@ _RESOURCES: dict[tuple[str, str], Any] = {
     ("v1", "Event"): create_namespaced_resource("", "v1", "Event", "events"),
 }
 ModelDeploymentResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+# Kopf's peering objects (kopf.dev/v1): one cluster-wide, or one per served namespace.
+ClusterKopfPeering = create_global_resource("kopf.dev", "v1", "ClusterKopfPeering", "clusterkopfpeerings")
+KopfPeering = create_namespaced_resource("kopf.dev", "v1", "KopfPeering", "kopfpeerings")
 
 
 class KubeError(Exception):
@@ -183,6 +187,34 @@ class Kube:
         event: Any = _resource("v1", "Event").from_dict(body)
         try:
             await self.client.create(event)
+        except (ApiError, httpx2.HTTPError) as exc:
+            raise _error(exc) from exc
+
+    async def watch_peering(
+        self, name: str, namespace: str | None, *, server_timeout: int = 60
+    ) -> AsyncGenerator[dict[str, Any] | None, None]:
+        """The status of one Kopf peering object, now and after every change (None: it does not exist).
+
+        A ClusterKopfPeering without a namespace, else the KopfPeering in it. The first item comes at
+        once, from a list; the rest from a watch that the server ends every `server_timeout` seconds
+        and that resumes where it ended. Errors end the iteration as a KubeError: the caller decides
+        when to look again (and, meanwhile, how long what it knows stays true).
+        """
+        resource: Any = ClusterKopfPeering if namespace is None else KopfPeering
+        where: dict[str, Any] = {"fields": {"metadata.name": name}}
+        if namespace is not None:
+            where["namespace"] = namespace
+        try:
+            listing = self.client.list(resource, **where)
+            found: dict[str, Any] | None = None
+            async for item in listing:
+                found = item.to_dict()
+            yield None if found is None else dict(found.get("status") or {})
+            stream = self.client.watch(
+                resource, server_timeout=server_timeout, resource_version=listing.resourceVersion, **where
+            )
+            async for event_type, obj in stream:
+                yield None if event_type == "DELETED" else dict(obj.to_dict().get("status") or {})
         except (ApiError, httpx2.HTTPError) as exc:
             raise _error(exc) from exc
 

@@ -73,6 +73,13 @@ def parse_spec(spec: Any) -> tuple[ModelDeploymentSpec | None, str | None]:
         return None, describe(exc, "spec.").replace("\n", "; ")
 
 
+def _event(value: bool) -> asyncio.Event:
+    event = asyncio.Event()
+    if value:
+        event.set()
+    return event
+
+
 @dataclass
 class Controller:
     kube: Kube
@@ -92,6 +99,9 @@ class Controller:
     # delivers our own write, the cache still holds the old status: a reconcile in that gap (a pod
     # event, say) would write the same status again and post its event twice.
     _written: dict[Key, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
+    # Set while this replica may reconcile: always without peering; with peering, only while it is
+    # the active replica (reconcile.peering). Cleared, the workers take no key and the resync stops.
+    _active: asyncio.Event = field(default_factory=lambda: _event(True))
 
     # -- the reconcile ------------------------------------------------------------------------------
 
@@ -242,6 +252,21 @@ class Controller:
 
     # -- the workers ----------------------------------------------------------------------------
 
+    @property
+    def active(self) -> bool:
+        return self._active.is_set()
+
+    def set_active(self, active: bool) -> None:
+        """Let the workers and the resync run (the active replica) or hold them (a standby).
+
+        Keys queued meanwhile stay queued. A reconcile already running when this replica stands
+        down finishes; the operator then stops (reconcile.operator), as its caches stop following.
+        """
+        if active:
+            self._active.set()
+        else:
+            self._active.clear()
+
     def enqueue(self, key: Key) -> None:
         self.queue.add(key)
         self.metrics.queue_depth.set(len(self.queue))
@@ -252,7 +277,12 @@ class Controller:
 
     async def _worker(self) -> None:
         while True:
+            await self._active.wait()
             key = await self.queue.get()
+            if not self.active:  # stood down while waiting for a key: leave it queued
+                self.queue.done(key)
+                self.queue.add(key)
+                continue
             self.metrics.queue_depth.set(len(self.queue))
             started = time.monotonic()
             try:
@@ -295,6 +325,8 @@ class Controller:
     async def _resync(self, period: float) -> None:
         while True:
             await asyncio.sleep(period)
+            if not self.active:
+                continue
             self.enqueue_all(self.cache.keys())
             self.metrics.resyncs.inc()
 

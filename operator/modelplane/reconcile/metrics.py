@@ -53,6 +53,11 @@ class Metrics:
         self.ready = Gauge(
             "modelplane_model_deployments_ready", "ModelDeployments with Ready=True.", registry=self.registry
         )
+        self.active = Gauge(
+            "modelplane_operator_active",
+            "1 while this replica reconciles; 0 while it stands by for another (Kopf peering).",
+            registry=self.registry,
+        )
 
     def count_write(self, verb: str, kind: str) -> None:
         self.writes.labels(verb=verb, kind=kind).inc()

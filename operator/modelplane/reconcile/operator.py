@@ -12,14 +12,24 @@ patch it after every handler, which are writes on an idle cluster. Here Kopf onl
 Neither indexes nor event handlers make Kopf add finalizers, annotations or `status.kopf`, and event
 posting is off (the Controller posts its own events, only for real changes). Peering is off unless
 asked for, so there are no heartbeats either.
+
+With peering (several replicas), each replica has its own identity and priority; a PeeringMonitor
+(reconcile.peering) tells the Controller whether this one is active. A standby never lists
+anything: Kopf starts paused when peering is mandatory and lists only once it resumes, so the
+replica that takes over starts from fresh caches. The active replica stands down only when a live
+peer outranks it (one that started earlier reappears) or its own keep-alive lapses; Kopf's caches
+would then freeze while the pause lasts, and resuming would not forget what was deleted meanwhile,
+so the operator stops instead (`run` returns True) and its restart lists everything afresh — what
+controller-runtime does when it loses its leader lease.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -27,6 +37,7 @@ from modelplane.api.models import GROUP, KIND, MANAGED_BY_LABEL, PLURAL, SELECTO
 from modelplane.kube.client import Kube, use_kubeconfig
 from modelplane.reconcile.controller import ChildKind, Controller, Key
 from modelplane.reconcile.metrics import Metrics
+from modelplane.reconcile.peering import DEFAULT_LIFETIME, PeeringMonitor, PeeringRef
 from modelplane.render.children import RenderOptions
 
 logger = logging.getLogger("modelplane.operator")
@@ -53,7 +64,20 @@ class OperatorConfig:
     default_image: str = RenderOptions().default_image
     liveness_endpoint: str | None = None
     peering: str | None = None
+    # Kopf peering: this replica's identity (unique among the replicas) and priority (the highest
+    # live one serves), and how long a keep-alive counts (a takeover happens within this).
+    peering_identity: str = "modelplane-operator"
+    peering_priority: int = 0
+    peering_lifetime: int = DEFAULT_LIFETIME
     workers: int = 4
+
+    def peering_refs(self) -> list[PeeringRef]:
+        """The peering objects Kopf uses: the cluster's one, or one per served namespace."""
+        if self.peering is None:
+            return []
+        if not self.namespaces:
+            return [PeeringRef(self.peering)]
+        return [PeeringRef(self.peering, namespace) for namespace in self.namespaces]
 
 
 def owner_name(body: Mapping[str, Any]) -> str | None:
@@ -134,13 +158,22 @@ def make_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.peering.standalone = config.peering is None
     if config.peering is not None:
         settings.peering.name = config.peering
+        # Mandatory: paused (nothing listed) until the peering object says this replica serves.
         settings.peering.mandatory = True
         settings.peering.stealth = True
+        settings.peering.priority = config.peering_priority
+        settings.peering.lifetime = config.peering_lifetime
     return settings
 
 
-def make_registry(controller: Controller, cache: KopfCache, config: OperatorConfig) -> kopf.OperatorRegistry:
+def make_registry(
+    controller: Controller,
+    cache: KopfCache,
+    config: OperatorConfig,
+    monitor: PeeringMonitor | None = None,
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    monitor_tasks: list[asyncio.Task[None]] = []
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -162,15 +195,34 @@ def make_registry(controller: Controller, cache: KopfCache, config: OperatorConf
             config.resync_seconds,
             config.default_image,
         )
+        if monitor is not None:
+            logger.info(
+                "Peering in %s as %s with priority %d (keep-alives live %ds): standing by until "
+                "this replica is the active one",
+                ", ".join(map(str, monitor.refs)),
+                monitor.identity,
+                monitor.priority,
+                monitor.lifetime,
+            )
+            monitor_tasks.append(asyncio.create_task(monitor.run(), name="modelplane-peering"))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        for task in monitor_tasks:
+            task.cancel()
+        await asyncio.gather(*monitor_tasks, return_exceptions=True)
         await controller.stop()
         await controller.kube.close()
 
     @kopf.on.probe(id="queue", registry=registry)
     def queue_probe(**_: Any) -> int:
         return len(controller.queue)
+
+    @kopf.on.probe(id="peering", registry=registry)
+    def peering_probe(**_: Any) -> str:
+        if monitor is None:
+            return "standalone"
+        return "active" if controller.active else "standby"
 
     # -- ModelDeployments -------------------------------------------------------------------------
 
@@ -220,8 +272,38 @@ def make_registry(controller: Controller, cache: KopfCache, config: OperatorConf
     return registry
 
 
-async def run(config: OperatorConfig, kube: Kube, metrics: Metrics) -> None:
-    """Run until cancelled or signalled (Kopf handles SIGINT/SIGTERM)."""
+@dataclass
+class StandDown:
+    """What the operator does when the peering decision changes (the monitor's on_change)."""
+
+    controller: Controller
+    metrics: Metrics
+    stop: asyncio.Event
+    was_active: bool = False
+    demoted: bool = False
+
+    def __call__(self, active: bool, why: str) -> None:
+        self.controller.set_active(active)
+        self.metrics.active.set(1 if active else 0)
+        if active:
+            self.was_active = True
+            logger.info("This replica is the active one now: reconciling")
+            return
+        if not self.was_active:
+            logger.info("Standing by: %s", why)
+        else:
+            logger.warning(
+                "This replica must stand down (%s): stopping, so that a restart lists everything "
+                "afresh instead of serving from paused caches",
+                why,
+            )
+            self.demoted = True
+            self.stop.set()
+
+
+async def run(config: OperatorConfig, kube: Kube, metrics: Metrics) -> bool:
+    """Run until cancelled or signalled (Kopf handles SIGINT/SIGTERM), or until this replica, having
+    been the active one, must stand down (peering): then it returns True."""
     cache = KopfCache()
     controller = Controller(
         kube=kube,
@@ -230,12 +312,33 @@ async def run(config: OperatorConfig, kube: Kube, metrics: Metrics) -> None:
         metrics=metrics,
         workers=config.workers,
     )
+    stop = asyncio.Event()
+    stand_down = StandDown(controller, metrics, stop)
+    monitor: PeeringMonitor | None = None
+    if config.peering is None:
+        metrics.active.set(1)
+    else:
+        controller.set_active(False)
+        metrics.active.set(0)
+        monitor = PeeringMonitor(
+            kube=kube,
+            refs=config.peering_refs(),
+            identity=config.peering_identity,
+            priority=config.peering_priority,
+            lifetime=config.peering_lifetime,
+            on_change=stand_down,
+        )
     await kopf.operator(
-        registry=make_registry(controller, cache, config),
+        registry=make_registry(controller, cache, config, monitor),
         settings=make_settings(config),
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
         standalone=config.peering is None,
         peering_name=config.peering,
+        # Typed as Kopf's Identity, a NewType of str that Kopf does not export.
+        identity=cast(Any, config.peering_identity) if config.peering is not None else None,
+        priority=config.peering_priority if config.peering is not None else None,
         liveness_endpoint=config.liveness_endpoint,
+        stop_flag=stop,
     )
+    return stand_down.demoted
