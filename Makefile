@@ -46,17 +46,18 @@ test: venv ## everything CI runs: lint, unit, runtime and integration tests
 	$(BIN)/pytest tests/unit tests/runtime
 	$(MAKE) integration
 
-generate: venv ## regenerate crds/ from the pydantic API models
-	$(BIN)/modelplane crd -o crds/modeldeployments.modelplane.dev.yaml
-
-# The chart's generated copies: its CRD templates (from crds/), charts/install.yaml (helm template)
-# and the Argo CD argocd-cm patch (from charts/argocd/modeldeployment-health.lua).
+# Every generated file, in dependency order (tests/tools/generate.py): crds/ from the pydantic API
+# models, the chart's CRD templates from crds/, the Argo CD argocd-cm patch from
+# charts/argocd/modeldeployment-health.lua, and charts/install.yaml (helm template of the chart).
+# Unit tests fail while any of them is stale.
 .PHONY: helm manifests
+generate: venv ## regenerate everything generated: crds/, the chart's CRD templates, install.yaml, Argo CD snippet
+	$(BIN)/python -m tests.tools.generate
+
+manifests: generate ## the same as generate (its former name)
+
 helm: venv ## build or reuse helm and the kstatus checker (tests/tools) in $(CACHE)
 	$(BIN)/python -m tests.tools.binaries
-
-manifests: venv ## regenerate the chart's CRD templates, charts/install.yaml and the Argo CD snippet
-	$(BIN)/python -m tests.tools.generate
 
 # The local control plane (tests/controlplane/README.md): built from pinned Go modules into $(CACHE),
 # run by `modelplane devcluster` with its state (PKI, kubeconfigs, logs) in $(DEVCLUSTER_DIR).

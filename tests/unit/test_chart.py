@@ -15,6 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from modelplane.commands import crd as crd_command
 
 from tests.tools import generate, monitoring
 from tests.tools.binaries import helm_binary
@@ -34,6 +35,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "namespaced": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},
     "peering": {"replicaCount": 2},
+    "peering-fast-takeover": {"replicaCount": 2, "operator": {"peeringLifetimeSeconds": 15}},
     "peering-namespaced": {"replicaCount": 3, "operator": {"watchNamespaces": ["team-a"]}},
     "peering-crds-elsewhere": {
         "replicaCount": 2,
@@ -234,7 +236,7 @@ def test_deployment_defaults(helm: Path) -> None:
         "--metrics-port=9090",
         "--resync-seconds=60",
     ]
-    env = {e["name"]: e["value"] for e in operator["env"]}
+    env = {e["name"]: e.get("value") for e in operator["env"]}
     assert env["MODELPLANE_RUNTIME_IMAGE"] == f"ghcr.io/modelplane/runtime:{chart['appVersion']}"
     assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
@@ -456,7 +458,7 @@ def test_crds_are_templates_kept_on_uninstall(helm: Path) -> None:
         rendered = one(objects, "CustomResourceDefinition", crd["metadata"]["name"])
         assert rendered["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert rendered["spec"] == crd["spec"], (
-            f"the chart's copy of {source.name} is stale: run `make manifests`"
+            f"the chart's copy of {source.name} is stale: run `make generate`"
         )
     assert not find(template(helm, OPTIONS["no-crds"]), "CustomResourceDefinition")
 
@@ -464,7 +466,14 @@ def test_crds_are_templates_kept_on_uninstall(helm: Path) -> None:
 def test_peering_installs_kopf_crds_and_a_peering_object(helm: Path) -> None:
     objects = template(helm, OPTIONS["peering"])
     assert one(objects, "Deployment")["spec"]["replicas"] == 2
-    assert f"--peering={FULLNAME}" in container(objects)["args"]
+    args = container(objects)["args"]
+    assert f"--peering={FULLNAME}" in args
+    assert "--peering-lifetime=60" in args
+    # Each pod is its own peer: the operator takes its identity from POD_NAME.
+    env = {e["name"]: e for e in container(objects)["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    fast = container(template(helm, OPTIONS["peering-fast-takeover"]))["args"]
+    assert "--peering-lifetime=15" in fast
     crds = {
         c["metadata"]["name"]: c
         for c in find(objects, "CustomResourceDefinition")
@@ -667,6 +676,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("port out of range", {"operator": {"metricsPort": 70000}}, "/operator/metricsPort"),
     ("negative resync", {"operator": {"resyncSeconds": -1}}, "/operator/resyncSeconds"),
     (
+        "peering lifetime too short",
+        {"operator": {"peeringLifetimeSeconds": 3}},
+        "/operator/peeringLifetimeSeconds",
+    ),
+    (
         "interval in words",
         {"serviceMonitor": {"enabled": True, "interval": "30 seconds"}},
         "/serviceMonitor/interval",
@@ -707,7 +721,26 @@ def test_schema_rejects_bad_values_at_lint_and_install_too(helm: Path) -> None:
 def test_generated_files_are_current(helm: Path) -> None:
     """The chart's CRD templates, the argocd-cm patch and charts/install.yaml match their sources."""
     stale = generate.stale(generate.expected_files(helm))
-    assert not stale, f"stale generated files (run `make manifests`): {stale}"
+    assert not stale, f"stale generated files (run `make generate`): {stale}"
+
+
+def test_a_change_to_the_api_models_makes_crds_and_the_charts_copy_stale_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One `make generate` follows the whole chain: crds/ comes from the models, the chart's CRD
+    template from what crds/ will hold (not from the stale file on disk)."""
+    assert generate.stale(generate.expected_files(None)) == []
+    real = crd_command.crd_yaml()
+    changed = real.replace("Ready", "Ready-changed", 1)
+    monkeypatch.setattr(crd_command, "crd_yaml", lambda: changed)
+    files = generate.expected_files(None)
+    (source,) = [path for path in files if path.parent == generate.CRDS_DIR]
+    (copy,) = [path for path in files if path.parent == generate.CHART_CRDS_DIR]
+    assert files[source] == changed
+    assert "Ready-changed" in files[copy]
+    assert generate.stale(files) == sorted(
+        [str(source.relative_to(generate.REPO_ROOT)), str(copy.relative_to(generate.REPO_ROOT))]
+    )
 
 
 def test_stale_detection_reports_edited_missing_and_orphaned_copies(tmp_path: Path) -> None:

@@ -181,7 +181,8 @@ class Kube:
             "lastTimestamp": now,
             "source": {"component": self.component},
             "reportingComponent": self.component,
-            "reportingInstance": os.environ.get("HOSTNAME", "modelplane-operator"),
+            "reportingInstance": os.environ.get("POD_NAME")
+            or os.environ.get("HOSTNAME", "modelplane-operator"),
         }
         self.on_write("create", "Event")
         event: Any = _resource("v1", "Event").from_dict(body)
