@@ -35,6 +35,23 @@ def spec_and_status() -> list[tuple[str, dict[str, Any]]]:
     return _nodes(root["properties"]["spec"], ".spec") + _nodes(root["properties"]["status"], ".status")
 
 
+def all_nodes() -> list[tuple[str, dict[str, Any]]]:
+    return _nodes(crdcheck.root_schema())
+
+
+def test_the_name_rule_sits_on_metadata_name_so_errors_name_the_field() -> None:
+    """A rule on the root object is reported with the field <nil>; on metadata.name, as metadata.name."""
+    root = crdcheck.root_schema()
+    assert "x-kubernetes-validations" not in root
+    name = root["properties"]["metadata"]["properties"]["name"]
+    (rule,) = name["x-kubernetes-validations"]
+    assert crdcheck.evaluate(rule["rule"], "resnet-50")
+    for bad in ("Bad_Name", "1starts-with-digit", "ends-with-", "a" * 64, "dotted.name"):
+        assert not crdcheck.evaluate(rule["rule"], bad), bad
+    assert crdcheck.evaluate(rule["rule"], "a" * 63)
+    assert set(root["properties"]["metadata"]["properties"]) == {"name"}  # all a CRD may restrict
+
+
 def test_crds_folder_matches_modelplane_crd() -> None:
     assert CRD_FILE.read_text() == crd_command.crd_yaml(), "crds/ is stale: run `make generate`"
 
@@ -131,7 +148,7 @@ def test_status_is_fully_defined_with_a_condition_list_map() -> None:
 
 
 def test_cel_rules_compile_and_name_fields() -> None:
-    for _path, node in [("", crdcheck.root_schema()), *spec_and_status()]:
+    for _path, node in all_nodes():
         for rule in node.get("x-kubernetes-validations", []):
             crdcheck._program(rule["rule"])  # compiles
             assert "spec." in rule["message"] or "metadata.name" in rule["message"], rule
@@ -140,7 +157,7 @@ def test_cel_rules_compile_and_name_fields() -> None:
 def test_cel_regexes_are_raw_strings() -> None:
     # CEL string literals reject "\." (invalid escape); the API server refuses the whole CRD then.
     # cel-python is lenient here, so check the literals themselves.
-    for _path, node in [("", crdcheck.root_schema()), *spec_and_status()]:
+    for _path, node in all_nodes():
         for rule in node.get("x-kubernetes-validations", []):
             assert not re.findall(r"(?<![r\w])'[^']*\\[^']*'", rule["rule"]), rule["rule"]
 

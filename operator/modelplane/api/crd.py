@@ -160,17 +160,29 @@ def build_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "modelplane.dev/v1alpha1"},
             "kind": {"type": "string", "description": "ModelDeployment"},
-            "metadata": {"type": "object"},
+            # The name rule sits on metadata.name itself (the one part of metadata a CRD schema may
+            # restrict), so the API server's error names the field: on the root object it would
+            # report the field as <nil>, and a root rule's fieldPath may only name fields the
+            # schema declares. No maxLength: the rule's one message covers the length too.
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "x-kubernetes-validations": [
+                            cel(
+                                f"size(self) <= 63 && self.matches(r'{DNS1035_RE}')",
+                                "metadata.name must be a DNS-1035 label (at most 63 lowercase letters, "
+                                "digits and '-', starting with a letter and ending with a letter or digit): "
+                                "it also names the model's Service",
+                            )
+                        ],
+                    }
+                },
+            },
             "spec": spec_schema(),
             "status": status_schema(),
         },
-        "x-kubernetes-validations": [
-            cel(
-                f"self.metadata.name.matches(r'{DNS1035_RE}') && size(self.metadata.name) <= 63",
-                "metadata.name must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', "
-                "starting with a letter and ending with a letter or digit): it also names the model's Service",
-            )
-        ],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
