@@ -17,7 +17,12 @@ import yaml
 from modelplane.devcluster import cluster as devcluster
 from modelplane.devcluster import manifests, nodes
 from modelplane.devcluster.procs import is_ours
-from modelplane.devcluster.stages import EXIT_CODE_ANNOTATION, FAULT_ANNOTATION, MISSING_SECRET_ANNOTATION
+from modelplane.devcluster.stages import (
+    EXIT_CODE_ANNOTATION,
+    FAULT_ANNOTATION,
+    FAULT_CONTAINER_ANNOTATION,
+    MISSING_SECRET_ANNOTATION,
+)
 
 from tests.integration._support.audit import summary
 from tests.integration._support.cluster import Cluster
@@ -229,6 +234,71 @@ def test_missing_secret_name_can_come_from_an_annotation(
         "the pod to report CreateContainerConfigError",
     )
     assert _waiting(pod) == {"reason": "CreateContainerConfigError", "message": 'secret "s3-creds" not found'}
+
+
+def test_a_missing_secret_of_an_init_container_fails_that_init_container(
+    faults: tuple[str, ...], kubectl: Kubectl, namespace: str
+) -> None:
+    """As a kubelet: the container that refers to the Secret fails, here an init container, so the
+    pod is not Initialized and its main container waits in PodInitializing."""
+    manifest = deployment("init-secret", annotations={FAULT_ANNOTATION: "CreateContainerConfigError"})
+    pod_spec = manifest["spec"]["template"]["spec"]
+    pod_spec["initContainers"] = [
+        {
+            "name": "fetch",
+            "image": "registry.example/modelplane/test:1",
+            "envFrom": [{"secretRef": {"name": "s3-creds"}}],
+        }
+    ]
+    kubectl.apply(manifest, namespace)
+
+    def failed() -> dict[str, Any] | None:
+        pods = pods_of(kubectl, namespace, "init-secret")
+        return pods[0] if pods and pods[0]["status"].get("initContainerStatuses") else None
+
+    pod = wait_for(failed, 60, "the pod's init container to report CreateContainerConfigError")
+    assert pod["status"]["phase"] == "Pending"
+    (fetch,) = pod["status"]["initContainerStatuses"]
+    assert fetch["ready"] is False
+    assert fetch["state"]["waiting"] == {
+        "reason": "CreateContainerConfigError",
+        "message": 'secret "s3-creds" not found',
+    }
+    assert _waiting(pod) == {"reason": "PodInitializing"}
+    initialized = condition(pod, "Initialized")
+    assert initialized is not None
+    assert initialized["status"] == "False"
+    assert initialized["message"] == "containers with incomplete status: [fetch]"
+    ready = condition(pod, "Ready")
+    assert ready is not None
+    assert ready["message"] == "containers with unready status: [server]"
+
+
+def test_the_fault_container_annotation_picks_the_failing_container(
+    faults: tuple[str, ...], kubectl: Kubectl, namespace: str
+) -> None:
+    annotations = {FAULT_ANNOTATION: "CreateContainerConfigError", FAULT_CONTAINER_ANNOTATION: "server"}
+    manifest = deployment("picked", annotations=annotations)
+    manifest["spec"]["template"]["spec"]["initContainers"] = [
+        {
+            "name": "fetch",
+            "image": "registry.example/modelplane/test:1",
+            "envFrom": [{"secretRef": {"name": "x"}}],
+        }
+    ]
+    kubectl.apply(manifest, namespace)
+    pod = wait_for(
+        lambda: next((p for p in pods_of(kubectl, namespace, "picked") if _waiting(p)), None),
+        60,
+        "the pod to report CreateContainerConfigError",
+    )
+    assert _waiting(pod) == {
+        "reason": "CreateContainerConfigError",
+        "message": 'secret "missing-secret" not found',
+    }
+    (fetch,) = pod["status"]["initContainerStatuses"]
+    assert fetch["state"]["terminated"]["reason"] == "Completed"
+    assert condition(pod, "Initialized")["status"] == "True"  # type: ignore[index]
 
 
 def test_deleting_the_owner_garbage_collects_its_dependents(kubectl: Kubectl, namespace: str) -> None:

@@ -40,6 +40,8 @@ def test_a_failing_pod_makes_the_model_not_ready_with_the_kubelets_reason(
     ready = condition(obj, "Ready")
     assert ready is not None
     assert ready["message"].startswith(f"{fault.reason}: ")
+    for words in fault.more:
+        assert words in ready["message"], ready["message"]
     (pod,) = pods_of(kubectl, namespace, name)
     assert pod["metadata"]["name"] in ready["message"]
     if faulted_models.elapsed() < PROGRESS_DEADLINE - 10:
@@ -63,3 +65,27 @@ def test_the_crash_loop_message_stays_put_while_restarts_count_up(
     now = get_mdep(kubectl, namespace, "crash-loop")
     assert now is not None
     assert condition(now, "Ready") == condition(first, "Ready"), conditions_text(now)
+
+
+def test_a_missing_credentials_secret_holds_the_pod_in_its_fetch_init_container(
+    kubectl: Kubectl, namespace: str, faulted_models: FaultedModels
+) -> None:
+    """The status the operator reads is the one a kubelet writes: the init container fails, the
+    server container never starts."""
+    wait_condition(
+        kubectl, namespace, "missing-credentials", "Ready", "False", reason="CreateContainerConfigError"
+    )
+    (pod,) = pods_of(kubectl, namespace, "missing-credentials")
+    assert pod["status"]["phase"] == "Pending"
+    initialized = condition(pod, "Initialized")
+    assert initialized is not None
+    assert (initialized["status"], initialized["reason"]) == ("False", "ContainersNotInitialized")
+    (fetch,) = pod["status"]["initContainerStatuses"]
+    assert fetch["name"] == "model-fetch"
+    assert fetch["state"]["waiting"] == {
+        "reason": "CreateContainerConfigError",
+        "message": 'secret "s3-credentials" not found',
+    }
+    assert {c["state"]["waiting"]["reason"] for c in pod["status"]["containerStatuses"]} == {
+        "PodInitializing"
+    }

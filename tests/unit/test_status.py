@@ -190,8 +190,17 @@ def test_missing_credentials_secret_in_the_fetch_container() -> None:
     )
     ready = ready_condition(status(deployment=deployment(available=0), pods=[failing]))
     assert ready["reason"] == "CreateContainerConfigError"
-    assert 'secret "s3-creds" not found' in ready["message"]
-    assert "model fetch" in ready["message"]
+    assert ready["message"] == (
+        "CreateContainerConfigError: model fetch (init container model-fetch) of pod "
+        f'{failing["metadata"]["name"]}: secret "s3-creds" not found; create it in the namespace or '
+        "change spec.model.credentialsSecret"
+    )
+    # The same error on the server container (its env from spec.runtime.env) has no such hint.
+    server = pod(containers=[waiting("CreateContainerConfigError", 'secret "tok" not found')])
+    message = ready_condition(status(deployment=deployment(available=0), pods=[server]))["message"]
+    assert message.endswith(
+        f'container model-server of pod {server["metadata"]["name"]}: secret "tok" not found'
+    )
 
 
 def test_crash_loop_carries_the_last_exit_and_oom_is_named() -> None:

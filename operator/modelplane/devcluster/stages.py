@@ -19,6 +19,8 @@ from modelplane.devcluster.paths import CONTROLPLANE_DIR
 
 FAULT_ANNOTATION = "devcluster.modelplane.dev/fault"
 MISSING_SECRET_ANNOTATION = "devcluster.modelplane.dev/missing-secret"
+# CreateContainerConfigError on this container (init or main); default: the first that refers to a Secret.
+FAULT_CONTAINER_ANNOTATION = "devcluster.modelplane.dev/fault-container"
 EXIT_CODE_ANNOTATION = "devcluster.modelplane.dev/exit-code"
 FAULTS = ("ImagePullBackOff", "CrashLoopBackOff", "CreateContainerConfigError")
 FAULT_STAGES_DIR = CONTROLPLANE_DIR / "kwok" / "stages"

@@ -171,7 +171,12 @@ def container_failure(pod: Mapping[str, Any]) -> Cause | None:
             )
             return Cause("ImagePullBackOff", message + (f": {detail}" if detail else ""))
         if reason in FAILING_WAITING_REASONS:
-            return Cause(reason, f"{reason}: {who} of pod {pod_name}" + (f": {detail}" if detail else ""))
+            message = f"{reason}: {who} of pod {pod_name}" + (f": {detail}" if detail else "")
+            # The fetch container's only Secret is the model's credentials: say which field names it.
+            fetch = init and item.get("name") == FETCH_CONTAINER
+            if reason == "CreateContainerConfigError" and fetch and detail.startswith('secret "'):
+                message += "; create it in the namespace or change spec.model.credentialsSecret"
+            return Cause(reason, message)
         if terminated.get("reason") == OOM_KILLED:
             return Cause(
                 OOM_KILLED,

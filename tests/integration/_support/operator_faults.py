@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from modelplane.devcluster.stages import FAULT_ANNOTATION, MISSING_SECRET_ANNOTATION
+from modelplane.devcluster.stages import FAULT_ANNOTATION
 
 from tests.integration._support.operator import RUNTIME_IMAGE
 
@@ -21,6 +21,7 @@ class Fault:
     spec: dict[str, Any]  # extra spec of the model
     reason: str  # the reason its Ready condition must carry
     words: str  # what its Ready message must say
+    more: tuple[str, ...] = ()  # and what else it must say
 
 
 FAULTS: dict[str, Fault] = {
@@ -39,19 +40,17 @@ FAULTS: dict[str, Fault] = {
         "CreateContainerConfigError",
         "not found",
     ),
-    # A credentialsSecret that does not exist. The fault stage reports the error on the server
-    # container (a kubelet would on the fetch init container, which holds the envFrom), and it reads
-    # only the main containers' env, so the Secret's name is handed to it by annotation.
+    # A credentialsSecret that does not exist. As a kubelet does, the fault stage reports the error
+    # on the container whose env refers to the Secret, the model-fetch init container (envFrom), and
+    # takes the Secret's name from there: the pod stays Pending with Initialized=False.
     "missing-credentials": Fault(
         {
             "model": {"uri": "s3://models/resnet50", "credentialsSecret": CREDENTIALS},
-            "podAnnotations": {
-                FAULT_ANNOTATION: "CreateContainerConfigError",
-                MISSING_SECRET_ANNOTATION: CREDENTIALS,
-            },
+            "podAnnotations": {FAULT_ANNOTATION: "CreateContainerConfigError"},
         },
         "CreateContainerConfigError",
         f'secret "{CREDENTIALS}" not found',
+        ("model fetch (init container model-fetch) of pod", "spec.model.credentialsSecret"),
     ),
 }
 
