@@ -8,6 +8,7 @@ API), which proves the chart's RBAC is enough for it (and the audit log shows no
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import subprocess
@@ -23,6 +24,7 @@ import yaml
 from tests.integration._support.cluster import Cluster
 from tests.integration._support.kube import Kubectl, KubectlError, condition, deployment_available, wait_for
 from tests.integration._support.operator import OperatorProcess
+from tests.integration._support.operator_checks import metric_total, scrape
 from tests.tools import generate, monitoring
 from tests.tools.binaries import helm_binary
 from tests.tools.chart import HelmCli
@@ -32,6 +34,8 @@ pytestmark = pytest.mark.timeout(1800)
 
 CRD = "modeldeployments.modelplane.dev"
 HELM_TEST_SCRIPT = generate.CHART_DIR / "files" / "helm-test.py"
+# Where the audit log names the token a ServiceAccount request carried (its JWT id).
+CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 
 
 @pytest.fixture(scope="module")
@@ -157,10 +161,16 @@ def run_as_service_account(
     release: Release,
     operator_factory: Callable[..., OperatorProcess],
     tmp_path: Path,
+    token: str = "operator",
     **options: Any,
 ) -> OperatorProcess:
+    """An operator process authenticated as the chart's ServiceAccount, with its own token (so the
+    audit log tells the processes apart by the token's credential id)."""
     kubeconfig = service_account_kubeconfig(
-        release.kubectl, release.fullname, release.namespace, tmp_path / f"{release.fullname}.kubeconfig"
+        release.kubectl,
+        release.fullname,
+        release.namespace,
+        tmp_path / f"{release.fullname}-{token}.kubeconfig",
     )
     extra_env = {"KUBECONFIG": str(kubeconfig), **options.pop("extra_env", {})}
     return operator_factory(extra_env=extra_env, resync_seconds=5, **options)
@@ -404,20 +414,85 @@ def test_monitors_install_where_the_prometheus_operator_crds_are(release: Releas
 
 # -- peering -----------------------------------------------------------------------------------
 
+# A short keep-alive lifetime (the chart's minimum is 5 s) so that a takeover takes seconds: each
+# replica then renews its keep-alive every second.
+PEERING_LIFETIME = 6
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`modelplane operator --peering` gives every replica Kopf's default priority 0, and Kopf "
-    "pauses all peers of equal priority, so no replica serves; the operator must give each replica "
-    "a distinct priority (e.g. random, as Kopf's docs advise) when peering",
-)
+
+def token_id(process: OperatorProcess) -> str:
+    """The credential id the audit log records for a process's ServiceAccount token (its JWT jti)."""
+    kubeconfig = yaml.safe_load(Path(process.extra_env["KUBECONFIG"]).read_text())
+    payload = kubeconfig["users"][0]["user"]["token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return f"JTI={claims['jti']}"
+
+
+def requests_of(cluster: Cluster, process: OperatorProcess, since: int) -> list[dict[str, Any]]:
+    """Every request one operator process made since a mark, told apart by its token."""
+    assert cluster.audit_log is not None
+    credential = token_id(process)
+    return [
+        event
+        for event in cluster.audit_log.events(since)
+        if credential in (event.get("user", {}).get("extra", {}).get(CREDENTIAL_ID) or [])
+        and event.get("stage") in ("ResponseComplete", "ResponseStarted")
+    ]
+
+
+def work_of(events: list[dict[str, Any]]) -> list[str]:
+    """Requests other than the peering keep-alives and the discovery every operator does: what
+    only a serving replica may do (list/watch what it reconciles, write anything else)."""
+    out = []
+    for event in events:
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource")
+        if resource in (
+            None,
+            "clusterkopfpeerings",
+            "kopfpeerings",
+            "customresourcedefinitions",
+            "namespaces",
+        ):
+            continue
+        out.append(f"{event.get('verb')} {resource} {ref.get('namespace', '')}/{ref.get('name', '')}")
+    return out
+
+
+def active(process: OperatorProcess) -> bool:
+    return metric_total(scrape(process.metrics_url), "modelplane_operator_active") == 1
+
+
+def peer(
+    release: Release,
+    operator_factory: Callable[..., OperatorProcess],
+    tmp_path: Path,
+    identity: str,
+    *extra: str,
+    namespaces: tuple[str, ...] = (),
+) -> OperatorProcess:
+    args = ["--peering-identity", identity, "--peering-lifetime", str(PEERING_LIFETIME), *extra]
+    return run_as_service_account(
+        release,
+        operator_factory,
+        tmp_path,
+        token=identity,
+        peering=release.fullname,
+        extra_args=args,
+        namespaces=namespaces,
+    )
+
+
 def test_two_replicas_peer_so_exactly_one_operator_serves(
     release: Release,
     kubectl: Kubectl,
+    cluster: Cluster,
     operator_factory: Callable[..., OperatorProcess],
     tmp_path: Path,
 ) -> None:
-    release.install({"replicaCount": 2})
+    """Two operator processes under the chart's peering: the first serves, the second writes and
+    reads nothing but its keep-alives until the first is killed, then takes over within the
+    peering lifetime from a fresh listing; a replica that is outranked stands down and exits."""
+    release.install({"replicaCount": 2, "operator": {"peeringLifetimeSeconds": PEERING_LIFETIME}})
     for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
         established = condition(kubectl.get("crd", name), "Established")
         assert established is not None
@@ -425,22 +500,94 @@ def test_two_replicas_peer_so_exactly_one_operator_serves(
     assert kubectl.get("clusterkopfpeerings.kopf.dev", release.fullname)
     args = release.deployment()["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--peering={release.fullname}" in args
+    assert f"--peering-lifetime={PEERING_LIFETIME}" in args
+    mark = cluster.audit_log.mark() if cluster.audit_log else 0
 
-    first = run_as_service_account(release, operator_factory, tmp_path, peering=release.fullname).start()
-    second = run_as_service_account(release, operator_factory, tmp_path, peering=release.fullname).start()
+    first = peer(release, operator_factory, tmp_path, "first").start()
+    wait_for(lambda: active(first), 30, "the first replica to be the active one")
+    second = peer(release, operator_factory, tmp_path, "second").start()
 
     def registered() -> dict[str, Any] | None:
         status: dict[str, Any] = (
             kubectl.get("clusterkopfpeerings.kopf.dev", release.fullname).get("status") or {}
         )
-        return status if len(status) >= 2 else None
+        return status if {"first", "second"} <= set(status) else None
 
-    peers = wait_for(registered, 60, "both operators to register in the peering object")
-    assert len(peers) >= 2
+    peers = wait_for(registered, 30, "both replicas to keep alive in the peering object")
+    assert peers["first"]["priority"] > peers["second"]["priority"], "the first started ranks higher"
+    wait_for(lambda: "Standing by: " in second.log_tail(), 30, "the second replica to stand by")
+    assert "first has a higher priority" in second.log_tail()
+
     kubectl.apply(model("peered"), namespace=release.namespace)
-    wait_ready(kubectl, "peered", release.namespace, timeout=120)
-    first.stop()
-    second.stop()
+    wait_ready(kubectl, "peered", release.namespace)
+    assert active(first)
+    assert not active(second)
+    served, standby = scrape(first.metrics_url), scrape(second.metrics_url)
+    assert metric_total(served, "modelplane_api_writes_total") > 0
+    assert metric_total(standby, "modelplane_api_writes_total") == 0
+    assert metric_total(standby, "modelplane_reconciles_total") == 0
+    if cluster.audit_log is not None:
+        # Paused from the start, the standby's Kopf has not even listed what it would reconcile.
+        assert work_of(requests_of(cluster, second, mark)) == []
+        assert work_of(requests_of(cluster, first, mark))
+    standing_by = cluster.audit_log.mark() if cluster.audit_log else 0
+
+    first.kill()  # SIGKILL: its keep-alive just stops, nothing says goodbye
+    wait_for(lambda: active(second), PEERING_LIFETIME + 10, "the standby to take over within the lifetime")
+    assert "This replica is the active one now" in second.log_tail()
+    kubectl.apply(model("after-takeover"), namespace=release.namespace)
+    wait_ready(kubectl, "after-takeover", release.namespace)
+    assert metric_total(scrape(second.metrics_url), "modelplane_api_writes_total") > 0
+    if cluster.audit_log is not None:
+        # It started from a fresh listing, after the takeover.
+        verbs = {(e["verb"], e["objectRef"]["resource"]) for e in requests_of(cluster, second, standing_by)}
+        assert ("list", "modeldeployments") in verbs
+        assert ("list", "pods") in verbs
+    # The model served before the takeover is still Ready, and nothing was created twice.
+    assert condition(kubectl.get("modeldeployment", "peered", release.namespace), "Ready")["status"] == "True"  # type: ignore[index]
+    assert (
+        len(
+            kubectl.get(
+                "deployments", namespace=release.namespace, selector="app.kubernetes.io/managed-by=modelplane"
+            )
+        )
+        == 2
+    )
+
+    # A replica with a higher priority (say, an operator someone debugs against the cluster) outranks
+    # the serving one, which stands down and exits rather than keep serving from paused caches.
+    third = peer(release, operator_factory, tmp_path, "third", "--peering-priority", "100").start()
+    wait_for(lambda: not second.running, 30, "the outranked replica to exit")
+    assert "This replica must stand down (ClusterKopfPeering" in second.log_tail()
+    assert "third has a higher priority" in second.log_tail()
+    wait_for(lambda: active(third), 30, "the outranking replica to serve")
+    kubectl.apply(model("third-model"), namespace=release.namespace)
+    wait_ready(kubectl, "third-model", release.namespace)
+
+
+def test_peering_in_namespaced_mode_uses_each_namespaces_peering_object(
+    release: Release,
+    kubectl: Kubectl,
+    cluster: Cluster,
+    operator_factory: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    watched = f"{release.namespace}-w"
+    kubectl("create", "namespace", watched)
+    try:
+        release.install({"replicaCount": 2, "operator": {"watchNamespaces": [watched]}})
+        assert kubectl.get("kopfpeerings.kopf.dev", release.fullname, watched)
+        mark = cluster.audit_log.mark() if cluster.audit_log else 0
+        operator = peer(release, operator_factory, tmp_path, "only", namespaces=(watched,)).start()
+        wait_for(lambda: active(operator), 30, "the replica to be the active one")
+        kubectl.apply(model("served"), namespace=watched)
+        wait_ready(kubectl, "served", watched)
+        status = kubectl.get("kopfpeerings.kopf.dev", release.fullname, watched)["status"]
+        assert "only" in status
+        user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+        assert refused_requests(cluster, user, mark) == []
+    finally:
+        kubectl("delete", "namespace", watched, "--wait=false", "--ignore-not-found")
 
 
 # -- the plain manifest ------------------------------------------------------------------------

@@ -17,7 +17,8 @@ class RulesError(ValueError):
 
 
 def audit_policy() -> dict[str, Any]:
-    """Record every write (with its user) and the operator's reads; drop other reads and probes.
+    """Record every write (with its user), and the reads of the operator and of ServiceAccounts (the
+    chart's operator identity, whose tokens the audit log tells apart); drop other reads and probes.
 
     Metadata level is enough to tell who did what to which object, and keeps the log small.
     """
@@ -32,6 +33,7 @@ def audit_policy() -> dict[str, Any]:
             },
             {"level": "Metadata", "verbs": list(WRITE_VERBS)},
             {"level": "Metadata", "users": [OPERATOR_USER]},
+            {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
             {"level": "None"},
         ],
     }
