@@ -7,7 +7,6 @@ operator's override flags, precision, and load errors that name the file at faul
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -387,9 +386,6 @@ def test_serves_on_cuda_in_half_precision(repo: Path, tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
-@pytest.mark.skipif(
-    not os.environ.get("MODELPLANE_TEST_AOTI"), reason="compiling an AOTInductor package takes minutes"
-)
 def test_aoti_package(tmp_path: Path) -> None:
     module = mlp_module(0)
     program = torch.export.export(module, (torch.zeros(2, 64),))
