@@ -79,7 +79,8 @@ def test_without_its_own_live_keepalive_a_replica_stands_by() -> None:
     assert not is_active({}, "me", 5, NOW)
     assert not is_active({"me": entry(5, seconds_ago=61)}, "me", 5, NOW)
     assert not is_active({"me": entry(4)}, "me", 5, NOW)
-    assert "keep-alive" in str(standby_reason({"me": entry(4)}, "me", 5, NOW))
+    assert "first keep-alive" in str(standby_reason({}, "me", 5, NOW))
+    assert "(lapsed)" in str(standby_reason({"me": entry(5, seconds_ago=61)}, "me", 5, NOW))
 
 
 def test_no_peering_object_is_standby() -> None:

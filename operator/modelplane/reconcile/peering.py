@@ -103,7 +103,9 @@ def standby_reason(
     if status is None:
         return "the peering object does not exist"
     own = False
+    listed = False
     for peer in peers(status, now):
+        listed = listed or peer.identity == identity
         if not peer.live(now):
             continue
         if peer.identity == identity:
@@ -112,8 +114,10 @@ def standby_reason(
             return f"{peer.identity} has a higher priority ({peer.priority} > {priority})"
         elif peer.priority == priority:
             return f"{peer.identity} has the same priority ({priority}): Kopf pauses both"
+    if not listed:
+        return f"this replica's first keep-alive ({identity}, priority {priority}) is not there yet"
     if not own:
-        return f"this replica's keep-alive ({identity}, priority {priority}) is not live there"
+        return f"this replica's keep-alive ({identity}, priority {priority}) is not live there (lapsed)"
     return None
 
 
