@@ -134,14 +134,38 @@ def files() -> Iterator[FileServer]:
         yield server
 
 
-def start_pod_server(node: Node, pod: Pod, log_dir: Path) -> Server:
+def run_init(node: Node, pod: Pod, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The init container: `modelplane` with its rendered args, in its rendered environment."""
+    return subprocess.run(
+        [MODELPLANE, *node.localize(pod.init), *extra],
+        env=node.env(pod.init),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def start_pod(node: Node, pod: Pod, log_dir: Path) -> Server:
+    """Run the pod as a kubelet would: the init container to completion, the model volume mounted
+    read-only into the server, and the server until its startup probe passes."""
+    fetched = run_init(node, pod)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    read_only(node.volumes["model"])
+
     args = [MODELPLANE, *node.localize(pod.server), "--host", "127.0.0.1"]
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=node.env(pod.server))
     named = node.named_ports
-    return Server(process, named["http"], named["grpc"], named["metrics"], log_path, args)
+    server = Server(process, named["http"], named["grpc"], named["metrics"], log_path, args)
+    try:
+        wait_for(lambda: not server.alive() or node.probe(pod.server, "startupProbe") == 200, timeout=90)
+        assert server.alive(), server.log()
+    except BaseException:
+        server.stop(5)
+        raise
+    return server
 
 
 def test_rendered_pod_fetches_and_serves_an_exported_model(tmp_path: Path, files: FileServer) -> None:
@@ -163,21 +187,9 @@ def test_rendered_pod_fetches_and_serves_an_exported_model(tmp_path: Path, files
     node = Node(tmp_path / "node", pod)
     (node.volumes["auth-token"] / "token").write_text(TOKEN + "\n")
 
-    fetched = subprocess.run(
-        [MODELPLANE, *node.localize(pod.init)],
-        env=node.env(pod.init),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    read_only(node.volumes["model"])
-
-    server = start_pod_server(node, pod, tmp_path / "logs")
+    server = start_pod(node, pod, tmp_path / "logs")
     try:
-        # The kubelet's order: startup probe until it passes, then readiness and liveness.
-        wait_for(lambda: not server.alive() or node.probe(pod.server, "startupProbe") == 200, timeout=90)
-        assert server.alive(), server.log()
+        # After the startup probe, readiness and liveness pass too.
         assert node.probe(pod.server, "readinessProbe") == 200
         assert node.probe(pod.server, "livenessProbe") == 200
 
@@ -227,20 +239,8 @@ def test_rendered_pod_serves_a_fetched_triton_repository(tmp_path: Path) -> None
     pod = render_pod({"model": {"uri": f"file://{repository}", "format": "torchscript"}}, name="mlp")
     node = Node(tmp_path / "node", pod)
 
-    fetched = subprocess.run(
-        [MODELPLANE, *node.localize(pod.init)],
-        env=node.env(pod.init),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    read_only(node.volumes["model"])
-
-    server = start_pod_server(node, pod, tmp_path / "logs")
+    server = start_pod(node, pod, tmp_path / "logs")
     try:
-        wait_for(lambda: not server.alive() or node.probe(pod.server, "startupProbe") == 200, timeout=90)
-        assert server.alive(), server.log()
         client = grpcclient.InferenceServerClient(server.grpc_url)
         try:
             request = grpcclient.InferInput("INPUT__0", list(X.shape), "FP32")
@@ -262,13 +262,7 @@ def test_rendered_fetch_of_a_missing_model_fails_with_the_uri_in_its_message(
     uri = f"{files.url}/models/missing.pt2"
     pod = render_pod({"model": {"uri": uri}})
     node = Node(tmp_path / "node", pod)
-    fetched = subprocess.run(
-        [MODELPLANE, *node.localize(pod.init), "--retries", "0"],
-        env=node.env(pod.init),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    fetched = run_init(node, pod, "--retries", "0")
     assert fetched.returncode == 1
     last = (fetched.stdout + fetched.stderr).strip().splitlines()[-1]
     assert uri in last, last
