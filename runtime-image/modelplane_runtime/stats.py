@@ -229,7 +229,7 @@ def render_gpu_metrics() -> str:
         free, total = torch.cuda.mem_get_info(index)
         rows.append(("nv_gpu_memory_total_bytes", uuid, float(total)))
         rows.append(("nv_gpu_memory_used_bytes", uuid, float(total - free)))
-        # Utilization needs NVML (nvidia-ml-py); the memory figures stand on their own.
+        # Utilization reads NVML (nvidia-ml-py, a runtime dependency); the memory figures stand on their own.
         with contextlib.suppress(Exception):
             rows.append(("nv_gpu_utilization", uuid, torch.cuda.utilization(index) / 100.0))
     helps = {
