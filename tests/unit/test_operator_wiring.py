@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from modelplane.commands import operator as operator_command
 from modelplane.kube.client import KubeError, use_kubeconfig
@@ -39,6 +41,30 @@ def test_only_watching_and_indexing_handlers_so_kopf_never_writes() -> None:
         "modelplane_hpas",
     } == indexes
     assert len(list(reg._watching.get_all_handlers())) == 6
+
+
+class _ClosableKube:
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_cleanup_releases_kopfs_stop_flag_so_a_signalled_operator_exits_at_once() -> None:
+    """Kopf leaves its wait on the stop flag running when a signal stops it, and holds the exit
+    for its 5 s grace period for such tasks; the cleanup activity ends that wait."""
+    cache, kube = KopfCache(), _ClosableKube()
+    controller = Controller(kube=kube, cache=cache)  # type: ignore[arg-type]
+
+    async def cleanup() -> asyncio.Event:
+        stop = asyncio.Event()
+        reg = make_registry(controller, cache, OperatorConfig(), stop=stop)
+        (handler,) = [h for h in reg._activities.get_all_handlers() if h.activity.value == "cleanup"]
+        await handler.fn()
+        return stop
+
+    assert asyncio.run(cleanup()).is_set()
+    assert kube.closed
 
 
 def test_settings_timeouts_filters_and_no_event_posting() -> None:

@@ -171,6 +171,7 @@ def make_registry(
     cache: KopfCache,
     config: OperatorConfig,
     monitor: PeeringMonitor | None = None,
+    stop: asyncio.Event | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     monitor_tasks: list[asyncio.Task[None]] = []
@@ -213,6 +214,10 @@ def make_registry(
         await asyncio.gather(*monitor_tasks, return_exceptions=True)
         await controller.stop()
         await controller.kube.close()
+        # Kopf waits on `stop` (its stop_flag) in a task of its own that it leaves running when a
+        # signal stops it instead, then holds the exit for its 5 s grace period for such tasks.
+        if stop is not None:
+            stop.set()
 
     @kopf.on.probe(id="queue", registry=registry)
     def queue_probe(**_: Any) -> int:
@@ -329,7 +334,7 @@ async def run(config: OperatorConfig, kube: Kube, metrics: Metrics) -> bool:
             on_change=stand_down,
         )
     await kopf.operator(
-        registry=make_registry(controller, cache, config, monitor),
+        registry=make_registry(controller, cache, config, monitor, stop),
         settings=make_settings(config),
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
