@@ -9,6 +9,9 @@
   ``operator_factory``: for a test that starts, kills and restarts its own instances; the session
   operator is paused meanwhile, so exactly one operator reconciles.
 - ``faults``: skips the test unless the devcluster's fault stages are there.
+- ``deadline_models`` (session): models that must pass their Deployment's progress deadline (130 s
+  at the least), created at the session's first integration test when any selected test uses them,
+  so the wait runs alongside every other test; the tests that use them run last.
 
 A failing test's report carries a "modelplane diagnostics" section: the ModelDeployments in its
 namespace, their children, pods, events (oldest first) and the tail of the operator's log.
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,8 @@ from tests.integration._support.cluster import (
 )
 from tests.integration._support.kube import Kubectl, KubectlError, wait_for
 from tests.integration._support.operator import OperatorProcess
+from tests.integration._support.operator_checks import shared_namespace
+from tests.integration._support.operator_faults import STALLS, DeadlineModels, stalling_models
 
 _crd_error: list[str] = []
 
@@ -99,12 +105,50 @@ def kubectl(cluster: Cluster) -> Kubectl:
     return cluster.kubectl
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def faults(cluster: Cluster) -> tuple[str, ...]:
     """The fault names a pod annotation can ask for; only the local devcluster has the stages."""
     if not cluster.faults:
         pytest.skip("fault stages exist only on the local devcluster (KWOK), not on this cluster")
     return FAULTS
+
+
+DEADLINE_FIXTURE = "deadline_models"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that wait for a progress deadline run last (the order is kept otherwise), so the
+    deadline clocks started at the first test have run during all the others."""
+    items.sort(key=lambda item: DEADLINE_FIXTURE in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def deadline_models(
+    cluster: Cluster, crds: tuple[str, ...], faults: tuple[str, ...], operator: OperatorProcess
+) -> Iterator[DeadlineModels]:
+    """The stalling models (operator_faults.STALLS), once the operator has created their
+    Deployments: the Deployment controller's deadline clock then runs whichever operator runs."""
+    kubectl = cluster.kubectl
+    with shared_namespace(kubectl, "deadline") as namespace:
+        kubectl.apply(stalling_models(), namespace)
+        created = time.monotonic()
+
+        def deployments() -> bool:
+            found = {d["metadata"]["name"] for d in kubectl.get("deployments", namespace=namespace)}
+            return found >= set(STALLS)
+
+        wait_for(deployments, 60, f"the Deployments of the stalling models in {namespace}")
+        yield DeadlineModels(namespace, created)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_deadline_clocks(request: pytest.FixtureRequest) -> None:
+    """Sets up `deadline_models` at the first integration test when a selected test uses it."""
+    if not any(DEADLINE_FIXTURE in getattr(item, "fixturenames", ()) for item in request.session.items):
+        return
+    # A skip or failure is not this test's: pytest keeps it and gives it to the tests that use them.
+    with suppress(Exception, pytest.skip.Exception, pytest.fail.Exception):
+        request.getfixturevalue(DEADLINE_FIXTURE)
 
 
 def _namespace_name(test_name: str) -> str:
@@ -213,8 +257,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not isinstance(found, Cluster):
         return
     namespace = funcargs.get("namespace")
+    deadline = funcargs.get(DEADLINE_FIXTURE)
+    namespaces = [namespace] if isinstance(namespace, str) else []
+    if isinstance(deadline, DeadlineModels) and deadline.namespace not in namespaces:
+        namespaces.append(deadline.namespace)
     pool = funcargs.get("operator_pool")
     logs = pool.logs() if isinstance(pool, OperatorPool) else []
-    text = diagnostics.collect(found.kubectl, namespace if isinstance(namespace, str) else None, logs)
+    text = diagnostics.collect(found.kubectl, namespaces, logs)
     if text:
         report.sections.append(("modelplane diagnostics", text))

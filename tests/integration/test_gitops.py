@@ -14,33 +14,18 @@ import pytest
 
 from tests.integration._support.kube import Kubectl, WaitTimeout, condition, wait_for
 from tests.integration._support.operator import OperatorProcess
+from tests.integration._support.operator_checks import mdep
+from tests.integration._support.operator_faults import DeadlineModels
 from tests.tools.binaries import kstatus_binary
 from tests.tools.health import argo_health, kstatus
 
 # The first test may build the kstatus checker (a minute on a cold cache) inside its fixture.
 pytestmark = pytest.mark.timeout(900)
 
-FAULT_ANNOTATION = "devcluster.modelplane.dev/fault"
-# The shortest startup budget the API allows: the Deployment's progress deadline is this plus 120 s.
-MAX_LOAD_SECONDS = 10
-
 
 @pytest.fixture(scope="module")
 def checker() -> Path:
     return kstatus_binary()
-
-
-def model(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": "https://models.example.com/resnet18/model.pt"},
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
-            **spec,
-        },
-    }
 
 
 def judged(kubectl: Kubectl, namespace: str, name: str, checker: Path) -> tuple[str, str, dict[str, Any]]:
@@ -70,7 +55,7 @@ def wait_verdict(
 def test_ready_is_current_and_healthy(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, checker: Path
 ) -> None:
-    kubectl.apply(model("ready"), namespace=namespace)
+    kubectl.apply(mdep("ready"), namespace=namespace)
     obj = wait_verdict(kubectl, namespace, "ready", checker, ("Current", "Healthy"), 120)
     ready = condition(obj, "Ready")
     assert ready is not None
@@ -82,7 +67,7 @@ def test_pending_on_a_gpu_is_in_progress_and_progressing(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, checker: Path
 ) -> None:
     """No node has this GPU: pods stay Pending (a cluster autoscaler might still add one)."""
-    kubectl.apply(model("pending", gpu={"count": 1, "product": ["NVIDIA-B200"]}), namespace=namespace)
+    kubectl.apply(mdep("pending", gpu={"count": 1, "product": ["NVIDIA-B200"]}), namespace=namespace)
     obj = wait_verdict(kubectl, namespace, "pending", checker, ("InProgress", "Progressing"), 120)
     reconciling = condition(obj, "Reconciling")
     assert reconciling is not None
@@ -94,7 +79,7 @@ def test_a_spec_change_is_in_progress_until_observed_then_current_again(
     operator_factory: Callable[..., OperatorProcess], kubectl: Kubectl, namespace: str, checker: Path
 ) -> None:
     operator = operator_factory().start()
-    kubectl.apply(model("changed"), namespace=namespace)
+    kubectl.apply(mdep("changed"), namespace=namespace)
     wait_verdict(kubectl, namespace, "changed", checker, ("Current", "Healthy"), 120)
     operator.stop()  # the status now describes the old generation
     try:
@@ -111,21 +96,15 @@ def test_a_spec_change_is_in_progress_until_observed_then_current_again(
 
 
 def test_stalled_is_failed_and_degraded(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str, checker: Path, faults: tuple[str, ...]
+    operator: OperatorProcess, kubectl: Kubectl, checker: Path, deadline_models: DeadlineModels
 ) -> None:
-    """Past the progress deadline the operator reports Stalled; both kinds of stall, side by side."""
-    startup = {"maxLoadSeconds": MAX_LOAD_SECONDS}
-    kubectl.apply(
-        model("crashing", startup=startup, podAnnotations={FAULT_ANNOTATION: "CrashLoopBackOff"}),
-        namespace=namespace,
-    )
-    kubectl.apply(
-        model("unschedulable", startup=startup, gpu={"count": 1, "product": ["NVIDIA-B200"]}),
-        namespace=namespace,
-    )
-    deadline = MAX_LOAD_SECONDS + 120 + 90  # the progress deadline, then the controllers' resync
-    for name in ("crashing", "unschedulable"):
-        obj = wait_verdict(kubectl, namespace, name, checker, ("Failed", "Degraded"), deadline)
+    """Past the progress deadline the operator reports Stalled; both kinds of stall, side by side:
+    a crash-looping pod and one no node can take (the session's `deadline_models`)."""
+    namespace = deadline_models.namespace
+    for name in ("crash-loop", "unschedulable"):
+        obj = wait_verdict(
+            kubectl, namespace, name, checker, ("Failed", "Degraded"), deadline_models.time_left()
+        )
         stalled = condition(obj, "Stalled")
         assert stalled is not None
         assert stalled["status"] == "True"
@@ -137,5 +116,5 @@ def test_stalled_is_failed_and_degraded(
 def test_scaled_to_zero_is_current_and_suspended(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, checker: Path
 ) -> None:
-    kubectl.apply(model("idle", replicas=0), namespace=namespace)
+    kubectl.apply(mdep("idle", replicas=0), namespace=namespace)
     wait_verdict(kubectl, namespace, "idle", checker, ("Current", "Suspended"), 60)

@@ -1,37 +1,43 @@
 """Pods the kubelet cannot start or keep running: the ModelDeployment says so, in the kubelet's words.
 
 The devcluster's KWOK fault stages give pods the status a kubelet would (selected by the pod
-annotation devcluster.modelplane.dev/fault, set through spec.podAnnotations). The models come from
-the session fixture `faulted_models`; test_operator_stalled.py checks them again past their
-progress deadline.
+annotation devcluster.modelplane.dev/fault, set through spec.podAnnotations). These models have the
+default startup budget, so their progress deadline is minutes away; test_operator_stalled.py checks
+the same faults past theirs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from tests.integration._support.cluster import Cluster
 from tests.integration._support.kube import Kubectl, condition, wait_for
+from tests.integration._support.operator import OperatorProcess
 from tests.integration._support.operator_checks import (
     assert_condition,
     conditions_text,
     get_mdep,
     pods_of,
+    shared_namespace,
     wait_condition,
 )
-from tests.integration._support.operator_faults import FAULTS, PROGRESS_DEADLINE, FaultedModels
-
-pytest_plugins = ["tests.integration._support.operator_fixtures"]
+from tests.integration._support.operator_faults import FAULTS, fault_model
 
 
 @pytest.fixture(scope="module")
-def namespace(faulted_models: FaultedModels) -> str:
-    """The faulted models' namespace (named `namespace` so a failure prints its contents)."""
-    return faulted_models.namespace
+def namespace(cluster: Cluster, faults: tuple[str, ...], operator: OperatorProcess) -> Iterator[str]:
+    """The module's namespace with one model per fault (named `namespace` so a failure prints its
+    contents)."""
+    with shared_namespace(cluster.kubectl, "faults") as name:
+        cluster.kubectl.apply([fault_model(model, fault) for model, fault in FAULTS.items()], name)
+        yield name
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_a_failing_pod_makes_the_model_not_ready_with_the_kubelets_reason(
-    kubectl: Kubectl, namespace: str, faulted_models: FaultedModels, name: str
+    kubectl: Kubectl, namespace: str, name: str
 ) -> None:
     fault = FAULTS[name]
     obj = wait_condition(
@@ -44,15 +50,12 @@ def test_a_failing_pod_makes_the_model_not_ready_with_the_kubelets_reason(
         assert words in ready["message"], ready["message"]
     (pod,) = pods_of(kubectl, namespace, name)
     assert pod["metadata"]["name"] in ready["message"]
-    if faulted_models.elapsed() < PROGRESS_DEADLINE - 10:
-        # Still progressing as far as kstatus knows: the kubelet keeps retrying.
-        assert_condition(obj, "Reconciling", "True", fault.reason)
-        assert_condition(obj, "Stalled", "False")
+    # Still progressing as far as kstatus knows: the kubelet keeps retrying.
+    assert_condition(obj, "Reconciling", "True", fault.reason)
+    assert_condition(obj, "Stalled", "False")
 
 
-def test_the_crash_loop_message_stays_put_while_restarts_count_up(
-    kubectl: Kubectl, namespace: str, faulted_models: FaultedModels
-) -> None:
+def test_the_crash_loop_message_stays_put_while_restarts_count_up(kubectl: Kubectl, namespace: str) -> None:
     """Restart counts and back-off times are not in the message, so it is not rewritten on each restart."""
     first = wait_condition(kubectl, namespace, "crash-loop", "Ready", "False", reason="CrashLoopBackOff")
 
@@ -68,7 +71,7 @@ def test_the_crash_loop_message_stays_put_while_restarts_count_up(
 
 
 def test_a_missing_credentials_secret_holds_the_pod_in_its_fetch_init_container(
-    kubectl: Kubectl, namespace: str, faulted_models: FaultedModels
+    kubectl: Kubectl, namespace: str
 ) -> None:
     """The status the operator reads is the one a kubelet writes: the init container fails, the
     server container never starts."""

@@ -57,7 +57,7 @@ def test_idle_resync_sends_zero_write_requests(
     creating = audit.mark() if audit else 0
 
     # Every kind of steady state: ready, ready with a PDB, autoscaled (the HPA controller rewrites
-    # its HPA's status every 15 s), unschedulable, and crash-looping (restart counts keep changing).
+    # its HPA's status every sync period), unschedulable, and crash-looping (restart counts keep changing).
     models: list[dict[str, Any]] = [
         mdep("single"),
         mdep("pair", replicas=2),

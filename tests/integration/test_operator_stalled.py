@@ -1,8 +1,8 @@
 """Past the progress deadline a failing model is Stalled (kstatus: Failed), and Ready keeps the cause.
 
-The smallest startup budget the API allows (maxLoadSeconds 10) gives the Deployment a progress
-deadline of 130 s. The models are the session's `faulted_models`, created by test_operator_faults.py
-(the first operator module); this module runs last, so most of the wait has already passed.
+The models are the session's `deadline_models`, with the smallest startup budget the API allows
+(maxLoadSeconds 10: a progress deadline of 130 s), created at the session's first integration test;
+these tests run last, so the deadline has passed during the others.
 """
 
 from __future__ import annotations
@@ -11,23 +11,19 @@ import pytest
 
 from tests.integration._support.kube import Kubectl, condition
 from tests.integration._support.operator_checks import assert_condition, wait_condition
-from tests.integration._support.operator_faults import FAULTS, PROGRESS_DEADLINE, FaultedModels
-
-pytest_plugins = ["tests.integration._support.operator_fixtures"]
+from tests.integration._support.operator_faults import STALLS, DeadlineModels
 
 
 @pytest.fixture(scope="module")
-def namespace(faulted_models: FaultedModels) -> str:
-    return faulted_models.namespace
+def namespace(deadline_models: DeadlineModels) -> str:
+    return deadline_models.namespace
 
 
-@pytest.mark.parametrize("name", list(FAULTS))
+@pytest.mark.parametrize("name", list(STALLS))
 def test_past_the_progress_deadline_a_failing_model_is_stalled(
-    kubectl: Kubectl, namespace: str, faulted_models: FaultedModels, name: str
+    kubectl: Kubectl, namespace: str, deadline_models: DeadlineModels, name: str
 ) -> None:
-    fault = FAULTS[name]
-    # The deadline, then the Deployment controller's and the operator's reaction (seconds).
-    remaining = PROGRESS_DEADLINE + 60 - faulted_models.elapsed()
+    fault = STALLS[name]
     obj = wait_condition(
         kubectl,
         namespace,
@@ -35,7 +31,7 @@ def test_past_the_progress_deadline_a_failing_model_is_stalled(
         "Stalled",
         "True",
         reason="ProgressDeadlineExceeded",
-        timeout=max(remaining, 30),
+        timeout=deadline_models.time_left(),
     )
     stalled = condition(obj, "Stalled")
     assert stalled is not None

@@ -254,6 +254,9 @@ def component_argv(
             f"--service-account-private-key-file={p.sa_key}", f"--root-ca-file={p.ca_cert}",
             "--use-service-account-credentials=false",
             "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            # An HPA's first sync (its conditions, scaling up to minReplicas) waits a whole period
+            # after its creation; 5 s instead of 15 s keeps that wait short on a dev cluster.
+            "--horizontal-pod-autoscaler-sync-period=5s",
             "--profiling=false",
         ]  # fmt: skip
         return [str(binary), *argv], f"https://127.0.0.1:{ports[name]}/healthz"

@@ -53,9 +53,9 @@ def pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def collect(kubectl: Kubectl, namespace: str | None, operator_logs: Iterable[Path] = ()) -> str:
+def collect(kubectl: Kubectl, namespaces: Iterable[str], operator_logs: Iterable[Path] = ()) -> str:
     parts = []
-    if namespace:
+    for namespace in namespaces:
         ns = ["-n", namespace]
         parts.append(
             _section(

@@ -1,5 +1,11 @@
-"""The faulted models of test_operator_faults.py and test_operator_stalled.py: what each one is and
-what its status must say (the fixture creating them is in operator_fixtures.py)."""
+"""The failing models of the integration tier: what each one is and what its status must say.
+
+test_operator_faults.py checks the kubelet faults before any deadline. The stalling models (the same
+faults, and a model no node can take) get the smallest startup budget the API allows, so their
+Deployments' progress deadline passes 130 s after they are created; the session fixture
+`deadline_models` (conftest.py) creates them at the session's first integration test, and the tests
+that wait for that deadline (test_operator_stalled.py, test_gitops.py) run last.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,12 @@ from typing import Any
 from modelplane.devcluster.stages import FAULT_ANNOTATION
 
 from tests.integration._support.operator import RUNTIME_IMAGE
+from tests.integration._support.operator_checks import mdep
 
 MAX_LOAD_SECONDS = 10  # the API's minimum
 PROGRESS_DEADLINE = MAX_LOAD_SECONDS + 120  # what the operator sets on the Deployment
+# After the deadline: the Deployment controller's and then the operator's reaction (seconds).
+REACTION = 90
 CREDENTIALS = "s3-credentials"
 
 
@@ -54,11 +63,38 @@ FAULTS: dict[str, Fault] = {
     ),
 }
 
+# Every way a model stalls: a pod the kubelet cannot start or keep running, or one no node can take
+# (no node has this GPU; a cluster autoscaler might add one, until the deadline).
+STALLS: dict[str, Fault] = {
+    **FAULTS,
+    "unschedulable": Fault(
+        {"gpu": {"count": 1, "product": ["NVIDIA-B200"]}},
+        "Unschedulable",
+        "didn't match Pod's node affinity/selector",
+    ),
+}
+
+
+def fault_model(name: str, fault: Fault, **spec: Any) -> dict[str, Any]:
+    """The ModelDeployment `name` that fails as `fault` says."""
+    model = mdep(name, **spec)
+    model["spec"].update(fault.spec)
+    return model
+
+
+def stalling_models() -> list[dict[str, Any]]:
+    """Every model of STALLS, with the shortest progress deadline the API allows."""
+    startup = {"maxLoadSeconds": MAX_LOAD_SECONDS}
+    return [fault_model(name, fault, startup=startup) for name, fault in STALLS.items()]
+
 
 @dataclass(frozen=True)
-class FaultedModels:
+class DeadlineModels:
+    """The stalling models, once their Deployments exist (their deadline clocks are running)."""
+
     namespace: str
     created: float  # time.monotonic() when they were applied
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.created
+    def time_left(self) -> float:
+        """How long a test may still wait for the models to be Stalled (at least 30 s)."""
+        return max(self.created + PROGRESS_DEADLINE + REACTION - time.monotonic(), 30)
