@@ -312,20 +312,22 @@ class LaggingCache(FakeServer):
         assert self.mdep is not None
         self.mdep["metadata"]["resourceVersion"] = "1"
         self.seen = copy.deepcopy(self.mdep)
+        self.history = [copy.deepcopy(self.mdep)]  # the object after each write, oldest first
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        result = await super().patch_status(namespace, name, patch)
+        await super().patch_status(namespace, name, patch)
         assert self.mdep is not None
         self.version += 1
         self.mdep["metadata"]["resourceVersion"] = str(self.version)
-        return result
+        self.history.append(copy.deepcopy(self.mdep))
+        return copy.deepcopy(self.mdep)
 
     def modeldeployment(self, key: Key) -> Mapping[str, Any] | None:
         return copy.deepcopy(self.seen) if key == KEY else None
 
-    def deliver(self) -> None:
-        """The watch event of the latest write arrives."""
-        self.seen = copy.deepcopy(self.mdep)
+    def deliver(self, write: int | None = None) -> None:
+        """The watch event of the object as it is now arrives, or that of an earlier status write."""
+        self.seen = copy.deepcopy(self.mdep if write is None else self.history[write])
 
 
 async def test_a_reconcile_before_the_watch_shows_our_status_writes_nothing_again() -> None:
@@ -343,6 +345,25 @@ async def test_a_reconcile_before_the_watch_shows_our_status_writes_nothing_agai
     await ctl.reconcile(KEY)
     assert server.take_writes() == [("patch", "status"), ("event", "Available")]
     await ctl.reconcile(KEY)  # the stale cache still says Ready=False: no second Available event
+    assert server.take_writes() == []
+    assert ready(server)["status"] == "True"
+
+
+async def test_a_watch_event_of_our_earlier_write_is_still_stale() -> None:
+    """Two writes before the watch delivers the first: that first status must not be taken as
+    the server's, or the second would be written, and its event posted, again."""
+    server = LaggingCache(copy.deepcopy(SPEC))
+    ctl = controller(server)
+    await ctl.reconcile(KEY)  # creates the children; Ready=False, from an empty status
+    assert ("patch", "status") in server.take_writes()
+    server.roll_out()
+    await ctl.reconcile(KEY)  # Ready=True, while the cache still shows no status at all
+    assert server.take_writes() == [("patch", "status"), ("event", "Available")]
+    server.deliver(1)  # the first write (Ready=False) arrives late
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == []
+    server.deliver()
+    await ctl.reconcile(KEY)
     assert server.take_writes() == []
     assert ready(server)["status"] == "True"
 

@@ -73,6 +73,20 @@ def parse_spec(spec: Any) -> tuple[ModelDeploymentSpec | None, str | None]:
         return None, describe(exc, "spec.").replace("\n", "; ")
 
 
+@dataclass(frozen=True)
+class _Written:
+    """Our latest status write, and the resourceVersions that are older than it.
+
+    `behind` holds the version the write was computed from and those of our own earlier writes: the
+    watch may deliver an earlier write of ours after we made a later one, and that status is stale
+    too. Versions are opaque, so "older" can only be what we saw ourselves.
+    """
+
+    status: Mapping[str, Any]
+    version: str
+    behind: frozenset[str]
+
+
 def _event(value: bool) -> asyncio.Event:
     event = asyncio.Event()
     if value:
@@ -95,10 +109,10 @@ class Controller:
     # Manifests the API server refused as invalid, by desired hash: not sent again until they change,
     # so an invalid spec does not turn into a write on every resync.
     _rejected: dict[tuple[Key, ChildKind], tuple[str, str]] = field(default_factory=dict)
-    # The status last written, by key, with the resourceVersion it was computed from. Until the watch
-    # delivers our own write, the cache still holds the old status: a reconcile in that gap (a pod
-    # event, say) would write the same status again and post its event twice.
-    _written: dict[Key, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
+    # The status last written, by key. Until the watch delivers our own write, the cache still holds
+    # an older status: a reconcile in that gap (a pod event, say) would write the same status again
+    # and post its event twice.
+    _written: dict[Key, _Written] = field(default_factory=dict)
     # Set while this replica may reconcile: always without peering; with peering, only while it is
     # the active replica (reconcile.peering). Cleared, the workers take no key and the resync stops.
     _active: asyncio.Event = field(default_factory=lambda: _event(True))
@@ -189,9 +203,11 @@ class Controller:
         status = compute_status(state, previous, self.now())
         patch = status_patch(previous, status)
         if patch is not None:
-            await self._write_status(key, patch)
-            if version:
-                self._written[key] = (version, status)
+            written = await self._write_status(key, patch)
+            if version and written:
+                last = self._written.get(key)
+                behind = {version} | ({last.version, *last.behind} if last else set())
+                self._written[key] = _Written(status, written, frozenset(behind))
         self._ready[key] = ready_condition(status).get("status") == "True"
 
         transition = transition_event(previous, status) if patch is not None else None
@@ -207,9 +223,10 @@ class Controller:
         written = self._written.get(key)
         if written is None:
             return cached
-        if version and written[0] == version:
-            return written[1]
-        del self._written[key]  # the cache has moved on (our write, or anyone's): trust it again
+        if version in written.behind:
+            return written.status
+        # The cache has our latest write, or a write of someone else's: trust it again.
+        del self._written[key]
         return cached
 
     async def _hand_over_replicas(
@@ -226,13 +243,14 @@ class Controller:
             owner.name,
         )
 
-    async def _write_status(self, key: Key, patch: dict[str, Any]) -> None:
+    async def _write_status(self, key: Key, patch: dict[str, Any]) -> str:
+        """Write the status; the resourceVersion it made ("" when the resource is gone)."""
         namespace, name = key
         try:
-            await self.kube.patch_status(namespace, name, patch)
+            result = await self.kube.patch_status(namespace, name, patch)
         except KubeError as exc:
             if exc.code == 404:
-                return  # deleted meanwhile
+                return ""  # deleted meanwhile
             raise
         ready = ready_condition(patch["status"])
         logger.info(
@@ -243,6 +261,7 @@ class Controller:
             ready.get("status"),
             ready.get("reason"),
         )
+        return str((result.get("metadata") or {}).get("resourceVersion") or "")
 
     async def _event(self, resource: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         try:
