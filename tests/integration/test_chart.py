@@ -24,7 +24,7 @@ import yaml
 from tests.integration._support.cluster import Cluster
 from tests.integration._support.kube import Kubectl, KubectlError, condition, deployment_available, wait_for
 from tests.integration._support.operator import OperatorProcess
-from tests.integration._support.operator_checks import metric_total, scrape
+from tests.integration._support.operator_checks import mdep, metric_total, scrape, wait_ready
 from tests.tools import generate, monitoring
 from tests.tools.binaries import helm_binary
 from tests.tools.chart import HelmCli
@@ -101,6 +101,17 @@ def release(cluster: Cluster, helm: HelmCli, namespace: str, crds: tuple[str, ..
     )
 
 
+@pytest.fixture
+def watched(release: Release, kubectl: Kubectl) -> Iterator[str]:
+    """A second namespace, for an operator that watches only it (`operator.watchNamespaces`)."""
+    name = f"{release.namespace}-w"
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
 def service_account_kubeconfig(kubectl: Kubectl, name: str, namespace: str, path: Path) -> Path:
     """A kubeconfig for a ServiceAccount, with a token from the TokenRequest API (no Secret)."""
     token = kubectl("create", "token", name, "-n", namespace, "--duration=1h").strip()
@@ -117,29 +128,6 @@ def service_account_kubeconfig(kubectl: Kubectl, name: str, namespace: str, path
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
-
-
-def model(name: str, **spec: Any) -> dict[str, Any]:
-    """A small CPU ModelDeployment (KWOK fakes its pods; nothing is downloaded)."""
-    return {
-        "apiVersion": "modelplane.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": "https://models.example.com/resnet18/model.pt"},
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
-            **spec,
-        },
-    }
-
-
-def wait_ready(kubectl: Kubectl, name: str, namespace: str, timeout: float = 120) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        obj: dict[str, Any] = kubectl.get("modeldeployment", name, namespace)
-        found = condition(obj, "Ready")
-        return obj if found and found.get("status") == "True" else None
-
-    return wait_for(ready, timeout, f"ModelDeployment {namespace}/{name} to be Ready")
 
 
 def refused_requests(cluster: Cluster, user: str, since: int) -> list[str]:
@@ -230,8 +218,8 @@ def test_the_operator_works_as_the_charts_service_account(
     mark = cluster.audit_log.mark() if cluster.audit_log else 0
     operator = run_as_service_account(release, operator_factory, tmp_path).start()
 
-    kubectl.apply(model("served"), namespace=release.namespace)
-    ready = wait_ready(kubectl, "served", release.namespace)
+    kubectl.apply(mdep("served"), namespace=release.namespace)
+    ready = wait_ready(kubectl, release.namespace, "served", timeout=120)
     assert ready["status"]["observedGeneration"] == ready["metadata"]["generation"]
     assert kubectl.get("deployment", "served", release.namespace)
     assert kubectl.get("service", "served", release.namespace)
@@ -255,25 +243,17 @@ def test_the_operator_works_as_the_charts_service_account(
         "MODELPLANE_TEST_CA_FILE": str(ca),
         "MODELPLANE_TEST_HEALTH_URL": operator.liveness_url,
     }
-    check = subprocess.run(
-        [sys.executable, str(HELM_TEST_SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def helm_test() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(HELM_TEST_SCRIPT)], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    check = helm_test()
     assert check.returncode == 0, check.stderr
     assert "is Established" in check.stdout
     operator.stop()
-    failed = subprocess.run(
-        [sys.executable, str(HELM_TEST_SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    failed = helm_test()
     assert failed.returncode == 1, "the helm test must fail when the operator is down"
     assert operator.liveness_url in failed.stderr
 
@@ -284,30 +264,24 @@ def test_namespaced_mode_serves_only_the_listed_namespace(
     cluster: Cluster,
     operator_factory: Callable[..., OperatorProcess],
     tmp_path: Path,
+    watched: str,
 ) -> None:
-    watched = f"{release.namespace}-w"
-    kubectl("create", "namespace", watched)
-    try:
-        release.install({"operator": {"watchNamespaces": [watched]}})
-        user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
-        for verb, resource, namespace, allowed in (
-            ("patch", "deployments", watched, "yes"),
-            ("list", "deployments", release.namespace, "no"),
-            ("list", "modeldeployments", "default", "no"),
-            ("get", "secrets", watched, "no"),
-        ):
-            answer = kubectl.run(
-                "auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", check=False
-            )
-            assert answer.stdout.strip() == allowed, (verb, resource, namespace)
+    release.install({"operator": {"watchNamespaces": [watched]}})
+    user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+    for verb, resource, namespace, allowed in (
+        ("patch", "deployments", watched, "yes"),
+        ("list", "deployments", release.namespace, "no"),
+        ("list", "modeldeployments", "default", "no"),
+        ("get", "secrets", watched, "no"),
+    ):
+        answer = kubectl.run("auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", check=False)
+        assert answer.stdout.strip() == allowed, (verb, resource, namespace)
 
-        mark = cluster.audit_log.mark() if cluster.audit_log else 0
-        run_as_service_account(release, operator_factory, tmp_path, namespaces=[watched]).start()
-        kubectl.apply(model("served"), namespace=watched)
-        wait_ready(kubectl, "served", watched)
-        assert refused_requests(cluster, user, mark) == []
-    finally:
-        kubectl("delete", "namespace", watched, "--wait=false", "--ignore-not-found")
+    mark = cluster.audit_log.mark() if cluster.audit_log else 0
+    run_as_service_account(release, operator_factory, tmp_path, namespaces=[watched]).start()
+    kubectl.apply(mdep("served"), namespace=watched)
+    wait_ready(kubectl, watched, "served", timeout=120)
+    assert refused_requests(cluster, user, mark) == []
 
 
 # -- upgrade and uninstall ---------------------------------------------------------------------
@@ -348,8 +322,8 @@ def test_uninstall_keeps_the_crd_and_the_models_which_stay_deletable(
 ) -> None:
     release.install()
     operator = run_as_service_account(release, operator_factory, tmp_path).start()
-    kubectl.apply(model("kept"), namespace=release.namespace)
-    wait_ready(kubectl, "kept", release.namespace)
+    kubectl.apply(mdep("kept"), namespace=release.namespace)
+    wait_ready(kubectl, release.namespace, "kept", timeout=120)
     operator.stop()
 
     release.uninstall()
@@ -518,8 +492,8 @@ def test_two_replicas_peer_so_exactly_one_operator_serves(
     wait_for(lambda: "Standing by: " in second.log_tail(), 30, "the second replica to stand by")
     assert "first has a higher priority" in second.log_tail()
 
-    kubectl.apply(model("peered"), namespace=release.namespace)
-    wait_ready(kubectl, "peered", release.namespace)
+    kubectl.apply(mdep("peered"), namespace=release.namespace)
+    wait_ready(kubectl, release.namespace, "peered", timeout=120)
     assert active(first)
     assert not active(second)
     served, standby = scrape(first.metrics_url), scrape(second.metrics_url)
@@ -535,8 +509,8 @@ def test_two_replicas_peer_so_exactly_one_operator_serves(
     first.kill()  # SIGKILL: its keep-alive just stops, nothing says goodbye
     wait_for(lambda: active(second), PEERING_LIFETIME + 10, "the standby to take over within the lifetime")
     assert "This replica is the active one now" in second.log_tail()
-    kubectl.apply(model("after-takeover"), namespace=release.namespace)
-    wait_ready(kubectl, "after-takeover", release.namespace)
+    kubectl.apply(mdep("after-takeover"), namespace=release.namespace)
+    wait_ready(kubectl, release.namespace, "after-takeover", timeout=120)
     assert metric_total(scrape(second.metrics_url), "modelplane_api_writes_total") > 0
     if cluster.audit_log is not None:
         # It started from a fresh listing, after the takeover.
@@ -561,8 +535,8 @@ def test_two_replicas_peer_so_exactly_one_operator_serves(
     assert "This replica must stand down (ClusterKopfPeering" in second.log_tail()
     assert "third has a higher priority" in second.log_tail()
     wait_for(lambda: active(third), 30, "the outranking replica to serve")
-    kubectl.apply(model("third-model"), namespace=release.namespace)
-    wait_ready(kubectl, "third-model", release.namespace)
+    kubectl.apply(mdep("third-model"), namespace=release.namespace)
+    wait_ready(kubectl, release.namespace, "third-model", timeout=120)
 
 
 def test_peering_in_namespaced_mode_uses_each_namespaces_peering_object(
@@ -571,23 +545,19 @@ def test_peering_in_namespaced_mode_uses_each_namespaces_peering_object(
     cluster: Cluster,
     operator_factory: Callable[..., OperatorProcess],
     tmp_path: Path,
+    watched: str,
 ) -> None:
-    watched = f"{release.namespace}-w"
-    kubectl("create", "namespace", watched)
-    try:
-        release.install({"replicaCount": 2, "operator": {"watchNamespaces": [watched]}})
-        assert kubectl.get("kopfpeerings.kopf.dev", release.fullname, watched)
-        mark = cluster.audit_log.mark() if cluster.audit_log else 0
-        operator = peer(release, operator_factory, tmp_path, "only", namespaces=(watched,)).start()
-        wait_for(lambda: active(operator), 30, "the replica to be the active one")
-        kubectl.apply(model("served"), namespace=watched)
-        wait_ready(kubectl, "served", watched)
-        status = kubectl.get("kopfpeerings.kopf.dev", release.fullname, watched)["status"]
-        assert "only" in status
-        user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
-        assert refused_requests(cluster, user, mark) == []
-    finally:
-        kubectl("delete", "namespace", watched, "--wait=false", "--ignore-not-found")
+    release.install({"replicaCount": 2, "operator": {"watchNamespaces": [watched]}})
+    assert kubectl.get("kopfpeerings.kopf.dev", release.fullname, watched)
+    mark = cluster.audit_log.mark() if cluster.audit_log else 0
+    operator = peer(release, operator_factory, tmp_path, "only", namespaces=(watched,)).start()
+    wait_for(lambda: active(operator), 30, "the replica to be the active one")
+    kubectl.apply(mdep("served"), namespace=watched)
+    wait_ready(kubectl, watched, "served", timeout=120)
+    status = kubectl.get("kopfpeerings.kopf.dev", release.fullname, watched)["status"]
+    assert "only" in status
+    user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+    assert refused_requests(cluster, user, mark) == []
 
 
 # -- the plain manifest ------------------------------------------------------------------------

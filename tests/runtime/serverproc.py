@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,15 +114,10 @@ class Server:
         return self.metrics().get(f"{name}{{{label_text}}}", float("nan"))
 
 
-def start_server(
-    repository: Path | str,
-    *extra: str,
-    log_dir: Path,
-    wait: bool = True,
-    env: dict[str, str] | None = None,
-) -> Server:
-    http_port, grpc_port, metrics_port = free_ports(3)
-    args = [
+def serve_argv(repository: Path | str, ports: Sequence[int], *extra: str) -> list[str]:
+    """`modelplane serve` on 127.0.0.1 with the given HTTP, gRPC and metrics ports."""
+    http_port, grpc_port, metrics_port = ports
+    return [
         MODELPLANE,
         "serve",
         "--model-repository",
@@ -137,6 +132,17 @@ def start_server(
         str(metrics_port),
         *extra,
     ]
+
+
+def start_server(
+    repository: Path | str,
+    *extra: str,
+    log_dir: Path,
+    wait: bool = True,
+    env: dict[str, str] | None = None,
+) -> Server:
+    http_port, grpc_port, metrics_port = free_ports(3)
+    args = serve_argv(repository, (http_port, grpc_port, metrics_port), *extra)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"server-{http_port}.log"
     process_env = {**os.environ, **(env or {})}
@@ -154,27 +160,8 @@ def start_server(
 
 def run_to_exit(repository: Path | str, *extra: str, timeout: float = 60.0) -> tuple[int, str]:
     """Run a server that is expected to fail at start; its exit code and output."""
-    http_port, grpc_port, metrics_port = free_ports(3)
-    result = subprocess.run(
-        [
-            MODELPLANE,
-            "serve",
-            "--model-repository",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            str(metrics_port),
-            *extra,
-        ],
-        capture_output=True,
-        timeout=timeout,
-        text=True,
-    )
+    argv = serve_argv(repository, free_ports(3), *extra)
+    result = subprocess.run(argv, capture_output=True, timeout=timeout, text=True)
     return result.returncode, result.stdout + result.stderr
 
 
