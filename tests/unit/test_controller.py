@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -35,12 +36,19 @@ class FakeServer:
         self.writes: list[tuple[str, str]] = []
         self.fail: dict[str, KubeError] = {}
         self.handed_over: int | None = None
+        self.revision = 100  # the source of children's resourceVersions
+
+    def touch(self, kind: tuple[str, str]) -> None:
+        """A change to a child, by anyone: the API server gives it a new resourceVersion."""
+        self.revision += 1
+        self.objects[kind]["metadata"]["resourceVersion"] = str(self.revision)
 
     # -- the Kube interface the Controller uses --
     async def apply(self, manifest: dict[str, Any], *, field_manager: str = "modelplane") -> dict[str, Any]:
         self.writes.append(("apply", manifest["kind"] if field_manager == "modelplane" else field_manager))
         if field_manager != "modelplane":  # the handover: only replicas, merged into what is there
             self.objects[("apps/v1", "Deployment")]["spec"]["replicas"] = manifest["spec"]["replicas"]
+            self.touch(("apps/v1", "Deployment"))
             self.handed_over = manifest["spec"]["replicas"]
             return copy.deepcopy(self.objects[("apps/v1", "Deployment")])
         if manifest["kind"] in self.fail:
@@ -67,6 +75,7 @@ class FakeServer:
                 container["terminationMessagePath"] = "/dev/termination-log"
             observed["status"] = (previous or {}).get("status", {})
         self.objects[kind] = observed
+        self.touch(kind)
         return copy.deepcopy(observed)
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
@@ -116,6 +125,7 @@ class FakeServer:
             "availableReplicas": replicas,
             "updatedReplicas": replicas,
         }
+        self.touch(("apps/v1", "Deployment"))
 
     def set_spec(self, spec: dict[str, Any]) -> None:
         assert self.mdep is not None
@@ -127,8 +137,8 @@ class FakeServer:
         return writes
 
 
-def controller(server: FakeServer) -> Controller:
-    return Controller(kube=server, cache=server, now=lambda: "2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+def controller(server: FakeServer, clock: Callable[[], float] = time.monotonic) -> Controller:
+    return Controller(kube=server, cache=server, now=lambda: "2026-01-01T00:00:00Z", clock=clock)  # type: ignore[arg-type]
 
 
 def ready(server: FakeServer) -> dict[str, Any]:
@@ -172,6 +182,7 @@ async def test_drift_is_repaired_with_one_apply() -> None:
     server.take_writes()
 
     server.objects[("apps/v1", "Deployment")]["spec"]["replicas"] = 7
+    server.touch(("apps/v1", "Deployment"))
     del server.objects[("v1", "Service")]
     await ctl.reconcile(KEY)
     writes = server.take_writes()
@@ -382,3 +393,60 @@ async def test_a_status_changed_by_someone_else_is_trusted_again() -> None:
     await ctl.reconcile(KEY)
     assert ("patch", "status") in server.take_writes()
     assert ready(server)["status"] == "False"
+
+
+class LaggingChildren(FakeServer):
+    """A watch cache whose children are as of the last `deliver_children()`."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.seen_children: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def children(self, key: Key, uid: str) -> dict[tuple[str, str], Mapping[str, Any]]:
+        return copy.deepcopy(self.seen_children) if key == KEY else {}
+
+    def deliver_children(self) -> None:
+        self.seen_children = copy.deepcopy(self.objects)
+
+
+async def test_a_reconcile_before_the_watch_shows_our_children_applies_nothing_again() -> None:
+    server = LaggingChildren(copy.deepcopy(SPEC))
+    clock = [0.0]
+    ctl = controller(server, clock=lambda: clock[0])
+    await ctl.reconcile(KEY)
+    assert server.take_writes().count(("event", "Created")) == 3
+    await ctl.reconcile(KEY)  # e.g. our own status write's watch event, before the Deployment's
+    assert server.take_writes() == []
+    server.deliver_children()
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == []
+
+    # Someone deletes the Service: the cache shows it gone, and it is created again.
+    del server.objects[("v1", "Service")]
+    server.deliver_children()
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == [("apply", "Service"), ("event", "Created")]
+
+    # Fewer replicas: the PDB is deleted once, though the cache still shows it for a while.
+    server.deliver_children()
+    server.set_spec({"model": {"uri": "s3://b/m"}, "replicas": 1, "gpu": {"count": 1}})
+    await ctl.reconcile(KEY)
+    assert ("delete", "PodDisruptionBudget") in server.take_writes()
+    await ctl.reconcile(KEY)
+    assert ("delete", "PodDisruptionBudget") not in server.take_writes()
+
+
+async def test_own_writes_outrank_the_cache_only_for_a_while() -> None:
+    """Had the watch missed a change (the child we created deleted at once), it is repaired later."""
+    server = LaggingChildren(copy.deepcopy(SPEC))
+    clock = [0.0]
+    ctl = controller(server, clock=lambda: clock[0])
+    await ctl.reconcile(KEY)
+    server.take_writes()
+    server.objects.clear()  # gone before the cache ever showed them
+    clock[0] += 10
+    await ctl.reconcile(KEY)
+    assert server.take_writes() == []
+    clock[0] += 60
+    await ctl.reconcile(KEY)
+    assert server.take_writes().count(("event", "Created")) == 3

@@ -87,6 +87,30 @@ class _Written:
     behind: frozenset[str]
 
 
+# How long our own child writes outrank a cache that does not show them yet. Watch events arrive in
+# milliseconds; the bound only matters if the watch missed a change made meanwhile (say, a deletion
+# of the child we had just created): that is repaired at the first reconcile after it.
+OWN_WRITES_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """A child as our latest apply (or delete: None) left it, and the versions older than that.
+
+    `behind` holds the versions the cache may still show from before our writes (None: absent). The
+    ReplicaSet controller's "expectations" solve the same problem: a reconcile that runs before the
+    watch delivers our own create would apply it again and post a second "Created" event.
+    """
+
+    result: Mapping[str, Any] | None
+    behind: frozenset[str | None]
+    at: float
+
+
+def _version(obj: Mapping[str, Any] | None) -> str | None:
+    return None if obj is None else str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def _event(value: bool) -> asyncio.Event:
     event = asyncio.Event()
     if value:
@@ -113,6 +137,8 @@ class Controller:
     # an older status: a reconcile in that gap (a pod event, say) would write the same status again
     # and post its event twice.
     _written: dict[Key, _Written] = field(default_factory=dict)
+    _applied: dict[tuple[Key, ChildKind], _Applied] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
     # Set while this replica may reconcile: always without peering; with peering, only while it is
     # the active replica (reconcile.peering). Cleared, the workers take no key and the resync stops.
     _active: asyncio.Event = field(default_factory=lambda: _event(True))
@@ -127,12 +153,14 @@ class Controller:
             self._written.pop(key, None)
             for stale in [k for k in self._rejected if k[0] == key]:
                 del self._rejected[stale]
+            for gone in [k for k in self._applied if k[0] == key]:
+                del self._applied[gone]
             return  # deleted: garbage collection removes the children
         metadata = resource.get("metadata") or {}
         if metadata.get("deletionTimestamp"):
             return
         uid = str(metadata.get("uid"))
-        observed = self.cache.children(key, uid)
+        observed = self._with_own_writes(key, self.cache.children(key, uid))
         spec, spec_error = parse_spec(resource.get("spec"))
 
         current: dict[ChildKind, Mapping[str, Any]] = dict(observed)
@@ -155,6 +183,7 @@ class Controller:
                     if kind == DEPLOYMENT and spec.autoscaling is not None and before is not None:
                         await self._hand_over_replicas(spec, Owner(name, namespace, uid), before)
                     result = await self.kube.apply(manifest)
+                    self._remember(key, kind, before, result)
                 except KubeError as exc:
                     logger.warning("Applying %s %s/%s failed: %s", kind[1], namespace, name, exc.message)
                     if exc.permanent:
@@ -179,6 +208,7 @@ class Controller:
                     continue
                 try:
                     await self.kube.delete(kind[0], kind[1], namespace, name)
+                    self._remember(key, kind, observed[kind], None)
                 except KubeError as exc:
                     logger.warning("Deleting %s %s/%s failed: %s", kind[1], namespace, name, exc.message)
                     apply_error = apply_error or ApplyError(kind[1], name, exc.message, exc.permanent)
@@ -217,6 +247,31 @@ class Controller:
             await self._event(resource, *transition)
         if apply_error is not None and not apply_error.permanent:
             raise RetryLater(f"{apply_error.kind} {apply_error.name}: {apply_error.message}")
+
+    def _with_own_writes(
+        self, key: Key, cached: Mapping[ChildKind, Mapping[str, Any]]
+    ) -> dict[ChildKind, Mapping[str, Any]]:
+        """The children as the API server has them: our own latest writes where the cache lags."""
+        children = dict(cached)
+        now = self.clock()
+        for (owner, kind), applied in list(self._applied.items()):
+            if owner != key:
+                continue
+            if _version(cached.get(kind)) not in applied.behind or now - applied.at > OWN_WRITES_SECONDS:
+                del self._applied[owner, kind]  # the cache has our write, or a newer one: trust it
+            elif applied.result is None:
+                children.pop(kind, None)
+            else:
+                children[kind] = applied.result
+
+        return children
+
+    def _remember(
+        self, key: Key, kind: ChildKind, before: Mapping[str, Any] | None, result: Mapping[str, Any] | None
+    ) -> None:
+        last = self._applied.get((key, kind))
+        behind = {_version(before)} | (set(last.behind) if last else set())
+        self._applied[key, kind] = _Applied(result, frozenset(behind), self.clock())
 
     def _previous_status(self, key: Key, version: str, cached: Mapping[str, Any]) -> Mapping[str, Any]:
         """The status as the API server has it: our last write while the cache has not caught up."""
