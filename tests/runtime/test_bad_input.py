@@ -66,38 +66,24 @@ def expect(
     still_serving(server)
 
 
+def expect_invalid_mlp_inputs(kit: Kit, server: Server, arrays: dict[str, np.ndarray], *words: str) -> None:
+    """An infer on "mlp" with these inputs is a 400 / INVALID_ARGUMENT naming each of `words`."""
+    inputs = kit.inputs(arrays)
+    expect(kit, server, lambda c: c.infer("mlp", inputs), "400", "INVALID_ARGUMENT", *words)
+
+
 def test_wrong_datatype(kit: Kit, server: Server) -> None:
-    inputs = kit.inputs({"INPUT__0": GOOD.astype(np.float64)})
-    expect(
-        kit, server, lambda c: c.infer("mlp", inputs), "400", "INVALID_ARGUMENT", "FP64", "FP32", "INPUT__0"
-    )
+    expect_invalid_mlp_inputs(kit, server, {"INPUT__0": GOOD.astype(np.float64)}, "FP64", "FP32", "INPUT__0")
 
 
 def test_wrong_shape(kit: Kit, server: Server) -> None:
-    inputs = kit.inputs({"INPUT__0": np.zeros((1, 63), dtype=np.float32)})
-    expect(
-        kit,
-        server,
-        lambda c: c.infer("mlp", inputs),
-        "400",
-        "INVALID_ARGUMENT",
-        "shape",
-        "[1, 63]",
-        "[-1, 64]",
-    )
+    arrays = {"INPUT__0": np.zeros((1, 63), dtype=np.float32)}
+    expect_invalid_mlp_inputs(kit, server, arrays, "shape", "[1, 63]", "[-1, 64]")
 
 
 def test_oversize_batch(kit: Kit, server: Server) -> None:
-    inputs = kit.inputs({"INPUT__0": np.zeros((9, 64), dtype=np.float32)})
-    expect(
-        kit,
-        server,
-        lambda c: c.infer("mlp", inputs),
-        "400",
-        "INVALID_ARGUMENT",
-        "batch size 9",
-        "max_batch_size 8",
-    )
+    arrays = {"INPUT__0": np.zeros((9, 64), dtype=np.float32)}
+    expect_invalid_mlp_inputs(kit, server, arrays, "batch size 9", "max_batch_size 8")
 
 
 def test_unknown_model(kit: Kit, server: Server) -> None:
@@ -119,13 +105,11 @@ def test_unknown_version(kit: Kit, server: Server) -> None:
 
 
 def test_unknown_input(kit: Kit, server: Server) -> None:
-    inputs = kit.inputs({"INPUT__0": GOOD, "EXTRA": GOOD})
-    expect(kit, server, lambda c: c.infer("mlp", inputs), "400", "INVALID_ARGUMENT", "'EXTRA'")
+    expect_invalid_mlp_inputs(kit, server, {"INPUT__0": GOOD, "EXTRA": GOOD}, "'EXTRA'")
 
 
 def test_missing_input(kit: Kit, server: Server) -> None:
-    inputs = kit.inputs({"OTHER": GOOD})
-    expect(kit, server, lambda c: c.infer("mlp", inputs), "400", "INVALID_ARGUMENT", "'OTHER'")
+    expect_invalid_mlp_inputs(kit, server, {"OTHER": GOOD}, "'OTHER'")
 
 
 def test_unknown_output(kit: Kit, server: Server) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import tritonclient.grpc.aio as grpcclient_aio
 import tritonclient.http.aio as httpclient_aio
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from tests.runtime.modelgen import python_echo, torchscript_mlp, write
 from tests.runtime.serverproc import Server, start_server
@@ -62,6 +63,37 @@ def request_count(server: Server, model: str) -> int:
     return int(server.metric("nv_inference_request_success", model))
 
 
+def infer_concurrently(
+    aio: Any,
+    url: str,
+    model: str,
+    names: tuple[str, str],
+    xs: list[np.ndarray],
+    *,
+    return_exceptions: bool = False,
+    **client_options: Any,
+) -> list[Any]:
+    """Send one request per array, all at once, from one client of `aio` (tritonclient's grpc.aio or
+    http.aio); `names` are the (input, output) tensor names. The outputs in request order (with
+    `return_exceptions`, a failed request's InferenceServerException in its place)."""
+    input_name, output_name = names
+
+    async def run() -> list[Any]:
+        client = aio.InferenceServerClient(url, **client_options)
+
+        async def one(x: np.ndarray) -> np.ndarray:
+            tensor = aio.InferInput(input_name, list(x.shape), np_to_triton_dtype(x.dtype))
+            tensor.set_data_from_numpy(x)
+            return (await client.infer(model, [tensor])).as_numpy(output_name)
+
+        try:
+            return await asyncio.gather(*(one(x) for x in xs), return_exceptions=return_exceptions)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
 def test_concurrent_grpc_requests_are_batched_and_match_unbatched(
     served: tuple[Server, torch.nn.Module],
 ) -> None:
@@ -70,22 +102,7 @@ def test_concurrent_grpc_requests_are_batched_and_match_unbatched(
     xs = [rng.standard_normal((1 + i % 3, 64)).astype(np.float32) for i in range(CONCURRENCY)]
     executions_before = execution_count(server, "mlp")
     requests_before = request_count(server, "mlp")
-
-    async def run() -> list[np.ndarray]:
-        client = grpcclient_aio.InferenceServerClient(server.grpc_url)
-
-        async def one(x: np.ndarray) -> np.ndarray:
-            tensor = grpcclient_aio.InferInput("INPUT__0", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x)
-            result = await client.infer("mlp", [tensor])
-            return result.as_numpy("OUTPUT__0")
-
-        try:
-            return await asyncio.gather(*(one(x) for x in xs))
-        finally:
-            await client.close()
-
-    ys = asyncio.run(run())
+    ys = infer_concurrently(grpcclient_aio, server.grpc_url, "mlp", ("INPUT__0", "OUTPUT__0"), xs)
     with torch.no_grad():
         for x, y in zip(xs, ys, strict=True):
             assert y.shape == (x.shape[0], 10)
@@ -99,21 +116,9 @@ def test_concurrent_http_requests_are_batched(served: tuple[Server, torch.nn.Mod
     server, mlp = served
     xs = [np.full((1, 64), i / 10, dtype=np.float32) for i in range(CONCURRENCY)]
     executions_before = execution_count(server, "mlp")
-
-    async def run() -> list[np.ndarray]:
-        client = httpclient_aio.InferenceServerClient(server.http_url, conn_limit=CONCURRENCY)
-
-        async def one(x: np.ndarray) -> np.ndarray:
-            tensor = httpclient_aio.InferInput("INPUT__0", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x)
-            return (await client.infer("mlp", [tensor])).as_numpy("OUTPUT__0")
-
-        try:
-            return await asyncio.gather(*(one(x) for x in xs))
-        finally:
-            await client.close()
-
-    ys = asyncio.run(run())
+    ys = infer_concurrently(
+        httpclient_aio, server.http_url, "mlp", ("INPUT__0", "OUTPUT__0"), xs, conn_limit=CONCURRENCY
+    )
     with torch.no_grad():
         expected = mlp(torch.from_numpy(np.concatenate(xs))).numpy()
     np.testing.assert_allclose(np.concatenate(ys), expected, rtol=1e-4, atol=1e-5)
@@ -137,42 +142,18 @@ def test_requests_with_different_shapes_are_not_stacked(served: tuple[Server, to
         np.arange(length, dtype=np.float32).reshape(1, length) + 100 * length
         for length in (1, 2, 3, 2, 1, 3, 5)
     ]
-
-    async def run() -> list[np.ndarray]:
-        client = grpcclient_aio.InferenceServerClient(server.grpc_url)
-
-        async def one(x: np.ndarray) -> np.ndarray:
-            tensor = grpcclient_aio.InferInput("INPUT0", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x)
-            return (await client.infer("ragged", [tensor])).as_numpy("OUTPUT0")
-
-        try:
-            return await asyncio.gather(*(one(x) for x in xs * 4))
-        finally:
-            await client.close()
-
-    for x, y in zip(xs * 4, asyncio.run(run()), strict=True):
+    ys = infer_concurrently(grpcclient_aio, server.grpc_url, "ragged", ("INPUT0", "OUTPUT0"), xs * 4)
+    for x, y in zip(xs * 4, ys, strict=True):
         np.testing.assert_array_equal(y, x)
 
 
 def test_a_failing_request_does_not_fail_its_batch_neighbours(served: tuple[Server, torch.nn.Module]) -> None:
     server = served[0]
     values = [1, 2, 13, 4, 5, 6]
-
-    async def run() -> list[np.ndarray | InferenceServerException]:
-        client = grpcclient_aio.InferenceServerClient(server.grpc_url)
-
-        async def one(value: int) -> np.ndarray:
-            tensor = grpcclient_aio.InferInput("X", [1, 1], "INT64")
-            tensor.set_data_from_numpy(np.array([[value]], dtype=np.int64))
-            return (await client.infer("picky", [tensor])).as_numpy("Y")
-
-        try:
-            return await asyncio.gather(*(one(v) for v in values), return_exceptions=True)
-        finally:
-            await client.close()
-
-    results = asyncio.run(run())
+    xs = [np.array([[value]], dtype=np.int64) for value in values]
+    results = infer_concurrently(
+        grpcclient_aio, server.grpc_url, "picky", ("X", "Y"), xs, return_exceptions=True
+    )
     for value, result in zip(values, results, strict=True):
         if value == 13:
             assert isinstance(result, InferenceServerException)

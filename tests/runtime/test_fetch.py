@@ -18,30 +18,17 @@ from pathlib import Path
 
 import pytest
 
-try:  # tests/runtime is not a package today; keep working if it becomes one
-    from fetch_support import (
-        FileServer,
-        blob,
-        fetch_env,
-        hidden_entries,
-        last_line,
-        run_fetch,
-        start_fetch,
-        visible_tree,
-        wait_for,
-    )
-except ImportError:  # pragma: no cover
-    from tests.runtime.fetch_support import (
-        FileServer,
-        blob,
-        fetch_env,
-        hidden_entries,
-        last_line,
-        run_fetch,
-        start_fetch,
-        visible_tree,
-        wait_for,
-    )
+from tests.runtime.fetch_support import (
+    FileServer,
+    blob,
+    fetch_env,
+    hidden_entries,
+    last_line,
+    run_fetch,
+    start_fetch,
+    visible_tree,
+    wait_for,
+)
 
 
 @pytest.fixture

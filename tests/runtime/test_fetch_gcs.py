@@ -11,26 +11,15 @@ from pathlib import Path
 
 import pytest
 
-try:  # tests/runtime is not a package today; keep working if it becomes one
-    from fetch_support import (
-        FakeGcs,
-        blob,
-        fetch_env,
-        last_line,
-        run_fetch,
-        service_account_key,
-        visible_tree,
-    )
-except ImportError:  # pragma: no cover
-    from tests.runtime.fetch_support import (
-        FakeGcs,
-        blob,
-        fetch_env,
-        last_line,
-        run_fetch,
-        service_account_key,
-        visible_tree,
-    )
+from tests.runtime.fetch_support import (
+    FakeGcs,
+    blob,
+    fetch_env,
+    last_line,
+    run_fetch,
+    service_account_key,
+    visible_tree,
+)
 
 TOKEN = "ya29.test-token"
 

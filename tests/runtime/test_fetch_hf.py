@@ -15,27 +15,16 @@ from pathlib import Path
 
 import pytest
 
-try:  # tests/runtime is not a package today; keep working if it becomes one
-    from fetch_support import (
-        FakeHub,
-        blob,
-        fetch_env,
-        last_line,
-        run_fetch,
-        start_fetch,
-        visible_tree,
-        wait_for,
-    )
-except ImportError:  # pragma: no cover
-    from tests.runtime.fetch_support import (
-        FakeHub,
-        blob,
-        fetch_env,
-        last_line,
-        run_fetch,
-        start_fetch,
-        visible_tree,
-    )
+from tests.runtime.fetch_support import (
+    FakeHub,
+    blob,
+    fetch_env,
+    last_line,
+    run_fetch,
+    start_fetch,
+    visible_tree,
+    wait_for,
+)
 
 TOKEN = "hf_test_token"
 FILES = {

@@ -14,10 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from moto.core.authorization import enable_iam_authentication
 from moto.server import ThreadedMotoServer
 
-try:  # tests/runtime is not a package today; keep working if it becomes one
-    from fetch_support import blob, fetch_env, last_line, run_fetch, visible_tree
-except ImportError:  # pragma: no cover
-    from tests.runtime.fetch_support import blob, fetch_env, last_line, run_fetch, visible_tree
+from tests.runtime.fetch_support import blob, fetch_env, last_line, run_fetch, visible_tree
 
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 REPOSITORY = {
