@@ -27,11 +27,24 @@ from tests.integration._support.operator_checks import (
 
 # -- what only the cluster can judge ----------------------------------------------------------------
 
-# Accepted by the CRD (label keys and the affinity are checked by the API server on the Deployment,
-# not by CEL), rejected when the operator applies the Deployment.
+# Accepted by the CRD (the affinity is free-form, and annotation values are bounded one by one, not
+# in total), rejected when the operator applies the Deployment.
+BAD_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "disk", "operator": "Near", "values": ["ssd"]}]}
+            ]
+        }
+    }
+}
 CLUSTER_JUDGED: dict[str, tuple[dict[str, Any], str]] = {
-    "bad-annotation-key": ({"podAnnotations": {"not a key!": "x"}}, "spec.template.annotations"),
-    "bad-node-selector": ({"nodeSelector": {"a/b/c": "x"}}, "spec.template.spec.nodeSelector"),
+    "bad-affinity-operator": ({"affinity": BAD_AFFINITY}, "spec.template.spec.affinity.nodeAffinity"),
+    # 17 annotations of 16,000 bytes: each within the CRD's bound, together over the 256 KiB limit.
+    "annotations-too-large": (
+        {"podAnnotations": {f"note-{i}": "x" * 16000 for i in range(17)}},
+        "spec.template.annotations",
+    ),
     # Does not even fit the Deployment's schema: the API server answers 500 "failed to create typed
     # patch object", which retrying cannot fix either.
     "affinity-wrong-type": (
@@ -45,7 +58,9 @@ def test_a_spec_only_the_cluster_rejects_is_reported_and_never_stops_the_operato
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
     pid = operator.pid
-    kubectl.apply([mdep(name, **spec) for name, (spec, _) in CLUSTER_JUDGED.items()], namespace)
+    # Server-side: a client-side apply would copy the large annotations into its own annotation.
+    models = [mdep(name, **spec) for name, (spec, _) in CLUSTER_JUDGED.items()]
+    kubectl.apply(models, namespace, server_side=True)
     kubectl.apply(mdep("healthy"), namespace)
 
     for name, (_, field) in CLUSTER_JUDGED.items():
@@ -73,9 +88,9 @@ def test_a_bad_update_keeps_the_running_workload(
 
     kubectl(
         "patch", "mdep", "steady", "-n", namespace, "--type=merge",
-        "-p", json.dumps({"spec": {"podAnnotations": {"not a key!": "x"}}}),
+        "-p", json.dumps({"spec": {"affinity": BAD_AFFINITY}}),
     )  # fmt: skip
-    wait_condition(kubectl, namespace, "steady", "Ready", "False", reason="InvalidSpec", message="not a key!")
+    wait_condition(kubectl, namespace, "steady", "Ready", "False", reason="InvalidSpec", message='"Near"')
     deployment = kubectl.get("deployment", "steady", namespace)
     assert deployment["spec"]["template"] == template
     assert deployment["status"]["availableReplicas"] == 2
@@ -88,7 +103,7 @@ def test_a_bad_update_keeps_the_running_workload(
         namespace,
         "--type=json",
         "-p",
-        '[{"op": "remove", "path": "/spec/podAnnotations"}]',
+        '[{"op": "remove", "path": "/spec/affinity"}]',
     )
     wait_ready(kubectl, namespace, "steady")
 

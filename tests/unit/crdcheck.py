@@ -32,11 +32,18 @@ def evaluate(rule: str, value: Any) -> bool:
     return bool(_program(rule).evaluate({"self": celpy.json_to_cel(value)}))
 
 
+def message(check: dict[str, Any], value: Any) -> str:
+    """The message the API server reports for a failed rule: its messageExpression's, if it has one."""
+    if "messageExpression" in check:
+        return str(_program(check["messageExpression"]).evaluate({"self": celpy.json_to_cel(value)}))
+    return str(check["message"])
+
+
 def _walk(schema: dict[str, Any], value: Any, path: str, errors: list[str]) -> None:
     for check in schema.get("x-kubernetes-validations", []):
         if not evaluate(check["rule"], value):
             where = path + check.get("fieldPath", "")
-            errors.append(f"{where or '<root>'}: {check['message']}")
+            errors.append(f"{where or '<root>'}: {message(check, value)}")
     if isinstance(value, dict):
         properties = schema.get("properties")
         if properties is not None:

@@ -112,3 +112,56 @@ def test_pvc_claim_and_path() -> None:
     assert spec.model.pvc_claim_and_path() == ("store", "a/b")
     spec = ModelDeploymentSpec.model_validate({"model": {"uri": "pvc://store"}})
     assert spec.model.pvc_claim_and_path() == ("store", "")
+
+
+def _key_rules(field: str) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = crdcheck.root_schema()["properties"]["spec"]["properties"][field][
+        "x-kubernetes-validations"
+    ]
+    return rules
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "team",
+        "a",
+        "nvidia.com/gpu.product",
+        "kubernetes.io/hostname",
+        "app.kubernetes.io/part-of",
+        "Team_Name.v2",
+        "x" * 63,
+        "example.com/" + "y" * 63,
+        ("a" * 63 + ".") * 3 + "b" * 61 + "/name",  # a 253-character prefix
+    ],
+)
+@pytest.mark.parametrize("field", ["nodeSelector", "podLabels", "podAnnotations"])
+def test_accepted_label_and_annotation_keys(field: str, key: str) -> None:
+    ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m"}, field: {key: "v"}})
+    assert all(crdcheck.evaluate(rule["rule"], {key: "v"}) for rule in _key_rules(field))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "team name",
+        "-team",
+        "team-",
+        "x" * 64,
+        "Example.com/team",
+        "example.com/",
+        "/team",
+        "a/b/c",
+        "exa_mple.com/team",
+        ("a" * 63 + ".") * 3 + "b" * 62 + "/name",  # a 254-character prefix
+    ],
+)
+@pytest.mark.parametrize("field", ["nodeSelector", "podLabels", "podAnnotations"])
+def test_rejected_label_and_annotation_keys_agree_and_are_named(field: str, key: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m"}, field: {key: "v"}})
+    assert field in describe(info.value)
+    rule = _key_rules(field)[0]
+    assert not crdcheck.evaluate(rule["rule"], {"ok": "v", key: "v"})
+    message = crdcheck.message(rule, {"ok": "v", key: "v"})
+    assert f'spec.{field} key "{key}" is not a qualified name' in message

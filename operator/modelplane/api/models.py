@@ -15,7 +15,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
@@ -40,6 +48,12 @@ PVC_URI_RE = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9
 DNS1035_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE_RE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A label or annotation key: an optional DNS-subdomain prefix and "/", then a name of at most 63.
+QUALIFIED_NAME_RE = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+KEY_PREFIX_RE = r"^([^/]{1,253}/)?[^/]*$"  # the prefix's 253 characters at most
 # A Kubernetes quantity without a sign ("500m", "2Gi", "1.5", "1e3").
 QUANTITY_RE = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 MIG_PROFILE_RE = r"^[1-7]g\.[1-9][0-9]*gb(\+[a-z]+)?$"
@@ -82,9 +96,34 @@ Quantity = Annotated[
 ]
 DnsSubdomain = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_RE)]
 LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_RE)]
-# Label and annotation keys: checked by the API server when the Deployment is applied (a CEL regex over
-# unbounded map keys would exceed the CRD cost budget); here only bounded.
-LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+# Label and annotation keys. A CRD schema cannot constrain map keys, so the maps that use them carry
+# the CEL rule of `qualified_keys`; pydantic checks the same here.
+QUALIFIED_NAME_HELP = (
+    "an optional DNS subdomain prefix (at most 253 characters) and a slash, then a name of at most 63 "
+    "letters, digits, dashes, underscores and dots that begins and ends with a letter or digit "
+    "(e.g. example.com/team)"
+)
+
+
+def _qualified_name(key: str) -> str:
+    if not (re.match(QUALIFIED_NAME_RE, key) and re.match(KEY_PREFIX_RE, key)):
+        raise ValueError(f"key {key!r} is not a qualified name: {QUALIFIED_NAME_HELP}")
+    return key
+
+
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317), AfterValidator(_qualified_name)]
+
+
+def qualified_keys(field: str) -> JsonDict:
+    """The CEL rule that every key of the map at `field` is a qualified name; its message names the
+    first bad key."""
+    valid = f"k.matches('{QUALIFIED_NAME_RE}') && k.matches('{KEY_PREFIX_RE}')"
+    entry = cel(f"self.all(k, {valid})", f"{field} keys must be qualified names: {QUALIFIED_NAME_HELP}")
+    entry["messageExpression"] = (
+        f"'{field} key \"' + self.filter(k, !({valid}))[0] + '\" is not a qualified name: "
+        f"{QUALIFIED_NAME_HELP}'"
+    )
+    return entry
 
 
 # -- spec.model ---------------------------------------------------------------------------------
@@ -532,10 +571,11 @@ class ModelDeploymentSpec(_Model):
     autoscaling: Autoscaling | None = Field(
         default=None, description="Scale between min and max replicas with a HorizontalPodAutoscaler."
     )
-    node_selector: (
-        Annotated[dict[LabelKey, Annotated[str, StringConstraints(max_length=63)]], Field(max_length=32)]
-        | None
-    ) = Field(default=None, description="Node labels the pods require (added to the GPU constraints).")
+    node_selector: Annotated[dict[LabelKey, LabelValue], Field(max_length=32)] | None = Field(
+        default=None,
+        description="Node labels the pods require (added to the GPU constraints).",
+        json_schema_extra={"x-kubernetes-validations": [qualified_keys("spec.nodeSelector")]},
+    )
     tolerations: Annotated[list[Toleration], Field(max_length=32)] | None = Field(
         default=None,
         description="Extra tolerations (GPU pods always tolerate the nvidia.com/gpu NoSchedule taint).",
@@ -564,17 +604,22 @@ class ModelDeploymentSpec(_Model):
         description=f"Extra pod labels. {SELECTOR_LABEL} and {MANAGED_BY_LABEL} are set by the operator.",
         json_schema_extra={
             "x-kubernetes-validations": [
+                qualified_keys("spec.podLabels"),
                 cel(
                     f"!('{SELECTOR_LABEL}' in self) && !('{MANAGED_BY_LABEL}' in self)",
                     f"spec.podLabels may not set {SELECTOR_LABEL} or {MANAGED_BY_LABEL}: the operator sets them",
-                )
+                ),
             ]
         },
     )
     pod_annotations: (
         Annotated[dict[LabelKey, Annotated[str, StringConstraints(max_length=16384)]], Field(max_length=64)]
         | None
-    ) = Field(default=None, description="Extra pod annotations.")
+    ) = Field(
+        default=None,
+        description="Extra pod annotations.",
+        json_schema_extra={"x-kubernetes-validations": [qualified_keys("spec.podAnnotations")]},
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
