@@ -183,7 +183,7 @@ def encode_response(
     model: ServedModel, request: HttpInferRequest, outputs: dict[str, np.ndarray]
 ) -> tuple[bytes, list[bytes | memoryview]]:
     """The JSON header and the binary buffers that follow it (empty when all outputs are JSON)."""
-    names = request.outputs if request.outputs is not None else [spec.name for spec in model.outputs]
+    names = request.outputs if request.outputs is not None else model.output_names
     documents = []
     buffers: list[bytes | memoryview] = []
     for name in names:
