@@ -213,8 +213,19 @@ def _wait(
         delay = min(delay * 2, 1.0)
 
 
+def _kube_component_flags(name: str, identity: pki.Identity, layout: Layout, port: int) -> list[str]:
+    """The flags kube-controller-manager and kube-scheduler share: identity, serving, no leader election."""
+    kubeconfig = layout.component_kubeconfig(identity)
+    return [
+        f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={port}",
+        f"--cert-dir={layout.run_dir(name)}",
+    ]  # fmt: skip
+
+
 def component_argv(
-    name: str, binary: Path, layout: Layout, ports: Mapping[str, int], kwok_files: Path | None = None
+    name: str, binary: Path, layout: Layout, ports: Mapping[str, int]
 ) -> tuple[list[str], str]:
     """The command line and health URL of one component (pure: no I/O)."""
     p = layout.keys
@@ -245,12 +256,8 @@ def component_argv(
         ]  # fmt: skip
         return [str(binary), *argv], f"{api}/readyz"
     if name == "kube-controller-manager":
-        kubeconfig = layout.component_kubeconfig(pki.CONTROLLER_MANAGER)
         argv = [
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports[name]}",
-            f"--cert-dir={layout.run_dir(name)}",
+            *_kube_component_flags(name, pki.CONTROLLER_MANAGER, layout, ports[name]),
             f"--service-account-private-key-file={p.sa_key}", f"--root-ca-file={p.ca_cert}",
             "--use-service-account-credentials=false",
             "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
@@ -261,13 +268,7 @@ def component_argv(
         ]  # fmt: skip
         return [str(binary), *argv], f"https://127.0.0.1:{ports[name]}/healthz"
     if name == "kube-scheduler":
-        kubeconfig = layout.component_kubeconfig(pki.SCHEDULER)
-        argv = [
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports[name]}",
-            f"--cert-dir={layout.run_dir(name)}", "--profiling=false",
-        ]  # fmt: skip
+        argv = [*_kube_component_flags(name, pki.SCHEDULER, layout, ports[name]), "--profiling=false"]
         return [str(binary), *argv], f"https://127.0.0.1:{ports[name]}/healthz"
     if name == "kwok":
         argv = [
@@ -425,9 +426,7 @@ def _default_service_account(api: Api) -> tuple[bool, str]:
     """Pods are admitted only once their namespace's ServiceAccount exists (as in any cluster)."""
     try:
         api.get("/api/v1/namespaces/default/serviceaccounts/default")
-    except ApiError as error:
-        return False, str(error)
-    except OSError as error:
+    except (ApiError, OSError) as error:
         return False, str(error)
     return True, ""
 
