@@ -348,9 +348,7 @@ class HttpServer:
 
     def error_for(self, exc: BaseException) -> Response:
         if isinstance(exc, _MethodNotAllowed):
-            return Response(
-                405, [json.dumps({"error": exc.message}).encode()], headers=[(b"Allow", exc.allowed)]
-            )
+            return json_response(405, {"error": exc.message}, headers=[(b"Allow", exc.allowed)])
         if isinstance(exc, ServeError):
             return error_response(exc.status.http, exc.message)
         log.error("unexpected error while serving a request", exc_info=exc)
