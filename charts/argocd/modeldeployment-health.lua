@@ -51,9 +51,13 @@ local function is_current(observed)
   return generation == nil or (observed ~= nil and observed >= generation)
 end
 
+-- A condition without its own observedGeneration goes by the status's (checked below).
+local function condition_is_current(condition)
+  return condition.observedGeneration == nil or is_current(condition.observedGeneration)
+end
+
 local function is_true(condition)
-  return condition ~= nil and condition.status == "True" and
-      (condition.observedGeneration == nil or is_current(condition.observedGeneration))
+  return condition ~= nil and condition.status == "True" and condition_is_current(condition)
 end
 
 if obj.status == nil then
@@ -88,7 +92,7 @@ end
 
 -- Scaled to zero on purpose: whether the operator calls that Ready or not, nothing is wrong or pending.
 if ready ~= nil and ready.reason == "ScaledToZero" and ready.status ~= "Unknown" and
-    (ready.observedGeneration == nil or is_current(ready.observedGeneration)) then
+    condition_is_current(ready) then
   hs.status = "Suspended"
   hs.message = describe(ready, "Scaled to zero")
   return hs
