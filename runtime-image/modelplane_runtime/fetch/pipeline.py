@@ -141,9 +141,7 @@ def _run_locked(request: Request, location: Location, name: str | None, version:
             previous.fetched_at,
             shown,
         )
-        return Result(
-            True, previous.kind, previous.entries, len(previous.files), sum(previous.files.values())
-        )
+        return _already_there(previous)
 
     single = listing.kind == "file"
     archive = single and is_archive(listing.files[0].path)
@@ -217,6 +215,11 @@ def _keep_previous(
         exc.cause,
         previous.fetched_at,
     )
+    return _already_there(previous)
+
+
+def _already_there(previous: Manifest) -> Result:
+    """What DEST already holds from an earlier complete fetch, as this fetch's result."""
     return Result(True, previous.kind, previous.entries, len(previous.files), sum(previous.files.values()))
 
 
