@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration._support.cluster import Cluster
+from tests.integration._support.cluster import Cluster, service_account_kubeconfig
 from tests.integration._support.kube import Kubectl, KubectlError, condition, deployment_available, wait_for
 from tests.integration._support.operator import OperatorProcess
 from tests.integration._support.operator_checks import mdep, metric_total, scrape, wait_ready
@@ -110,24 +110,6 @@ def watched(release: Release, kubectl: Kubectl) -> Iterator[str]:
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
-
-
-def service_account_kubeconfig(kubectl: Kubectl, name: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig for a ServiceAccount, with a token from the TokenRequest API (no Secret)."""
-    token = kubectl("create", "token", name, "-n", namespace, "--duration=1h").strip()
-    cluster = kubectl.json("config", "view", "--raw", "--minify", "--flatten")["clusters"][0]["cluster"]
-    entry = {"server": cluster["server"], "certificate-authority-data": cluster["certificate-authority-data"]}
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "target", "cluster": entry}],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "target", "user": name}}],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 def refused_requests(cluster: Cluster, user: str, since: int) -> list[str]:

@@ -94,9 +94,26 @@ def from_external(kubeconfig: Path, kubectl_binary: Path, work_dir: Path) -> Clu
         *manifests.operator_rbac(rules, subject, name=INTEGRATION_ROLE),
     ]
     kubectl.apply(objects, server_side=True)
-    token = kubectl(
-        "create", "token", OPERATOR_SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=24h"
-    ).strip()
+    path = service_account_kubeconfig(
+        kubectl, OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE, work_dir / "operator.kubeconfig", "24h"
+    )
+    return Cluster(
+        admin_kubeconfig=kubeconfig,
+        operator_kubeconfig=path,
+        operator_user=f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}",
+        audit_log=None,
+        faults=False,
+        local=False,
+        kubectl=kubectl,
+    )
+
+
+def service_account_kubeconfig(
+    kubectl: Kubectl, name: str, namespace: str, path: Path, duration: str = "1h"
+) -> Path:
+    """A kubeconfig for a ServiceAccount on the admin kubeconfig's cluster, with a token from the
+    TokenRequest API (no Secret), valid for ``duration``."""
+    token = kubectl("create", "token", name, "-n", namespace, f"--duration={duration}").strip()
     server = _current_cluster(kubectl)
     cluster_entry: dict[str, Any] = {"server": server["server"]}
     for key in ("certificate-authority-data", "insecure-skip-tls-verify", "tls-server-name"):
@@ -110,24 +127,13 @@ def from_external(kubeconfig: Path, kubectl_binary: Path, work_dir: Path) -> Clu
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "target", "cluster": cluster_entry}],
-        "users": [{"name": OPERATOR_SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [
-            {"name": "operator", "context": {"cluster": "target", "user": OPERATOR_SERVICE_ACCOUNT}}
-        ],
-        "current-context": "operator",
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "target", "user": name}}],
+        "current-context": name,
     }
-    path = work_dir / "operator.kubeconfig"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
-    return Cluster(
-        admin_kubeconfig=kubeconfig,
-        operator_kubeconfig=path,
-        operator_user=f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}",
-        audit_log=None,
-        faults=False,
-        local=False,
-        kubectl=kubectl,
-    )
+    return path
 
 
 def crd_files(folder: Path = CRDS_DIR) -> list[Path]:
