@@ -56,6 +56,11 @@ class Release:
     def fullname(self) -> str:
         return f"{self.name}-modelplane"
 
+    @property
+    def user(self) -> str:
+        """The user name the API server sees for the chart's ServiceAccount."""
+        return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
     def install(self, values: dict[str, Any] | None = None, *extra: str) -> str:
         adopt_crds(self.kubectl, self.name, self.namespace)
         args = ["install", self.name, str(generate.CHART_DIR), "-n", self.namespace]
@@ -196,7 +201,7 @@ def test_the_operator_works_as_the_charts_service_account(
     tmp_path: Path,
 ) -> None:
     release.install()
-    user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+    user = release.user
     mark = cluster.audit_log.mark() if cluster.audit_log else 0
     operator = run_as_service_account(release, operator_factory, tmp_path).start()
 
@@ -249,7 +254,7 @@ def test_namespaced_mode_serves_only_the_listed_namespace(
     watched: str,
 ) -> None:
     release.install({"operator": {"watchNamespaces": [watched]}})
-    user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+    user = release.user
     for verb, resource, namespace, allowed in (
         ("patch", "deployments", watched, "yes"),
         ("list", "deployments", release.namespace, "no"),
@@ -346,7 +351,7 @@ def test_live_rbac_has_no_wildcard_and_no_secret(
             text = f"{role['kind']}/{role['metadata']['name']}: {rule}"
             assert "*" not in str(rule), text
             assert "secrets" not in rule.get("resources", []), text
-    user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+    user = release.user
     for verb in ("get", "list", "watch"):
         answer = kubectl.run("auth", "can-i", verb, "secrets", "-A", f"--as={user}", check=False)
         assert answer.stdout.strip() == "no", verb
@@ -538,7 +543,7 @@ def test_peering_in_namespaced_mode_uses_each_namespaces_peering_object(
     wait_ready(kubectl, watched, "served", timeout=120)
     status = kubectl.get("kopfpeerings.kopf.dev", release.fullname, watched)["status"]
     assert "only" in status
-    user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+    user = release.user
     assert refused_requests(cluster, user, mark) == []
 
 
