@@ -93,7 +93,8 @@ def _error(exc: Exception) -> KubeError:
     return KubeError(0, f"{type(exc).__name__}: {exc}")
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, in UTC, as the RFC 3339 seconds Kubernetes writes."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -157,7 +158,7 @@ class Kube:
     async def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about a ModelDeployment (shown by `kubectl describe mdep`)."""
         metadata = owner.get("metadata") or {}
-        now = _now()
+        now = utc_now()
         body = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -8,7 +8,6 @@ a restart mid-reconcile or a periodic resync all converge the same way.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 
 from modelplane.api.errors import describe
 from modelplane.api.models import ModelDeploymentSpec
-from modelplane.kube.client import FIELD_MANAGER, Kube, KubeError
+from modelplane.kube.client import FIELD_MANAGER, Kube, KubeError, utc_now
 from modelplane.reconcile.metrics import Metrics
 from modelplane.reconcile.queue import WorkQueue
 from modelplane.render.children import CHILD_KINDS, Owner, RenderOptions, build_children, replicas_handover
@@ -59,10 +58,6 @@ class Cache(Protocol):
 
 class RetryLater(Exception):
     """The reconcile wrote what it could but must run again soon (a transient API error)."""
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_spec(spec: Any) -> tuple[ModelDeploymentSpec | None, str | None]:
