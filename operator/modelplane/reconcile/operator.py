@@ -80,23 +80,27 @@ class OperatorConfig:
         return [PeeringRef(self.peering, namespace) for namespace in self.namespaces]
 
 
-def owner_name(body: Mapping[str, Any]) -> str | None:
-    """The ModelDeployment controlling this child, from its controller owner reference."""
+def _controller_ref(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The child's controller owner reference when a ModelDeployment is its controller."""
     for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
         if (
             ref.get("controller")
             and ref.get("kind") == KIND
             and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
         ):
-            return str(ref.get("name"))
+            return ref
     return None
+
+
+def owner_name(body: Mapping[str, Any]) -> str | None:
+    """The ModelDeployment controlling this child, from its controller owner reference."""
+    ref = _controller_ref(body)
+    return None if ref is None else str(ref.get("name"))
 
 
 def owner_uid(body: Mapping[str, Any]) -> str | None:
-    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == KIND:
-            return str(ref.get("uid"))
-    return None
+    ref = _controller_ref(body)
+    return None if ref is None else str(ref.get("uid"))
 
 
 @dataclass
