@@ -112,6 +112,14 @@ def _condition(type_: str, true: bool, reason: str, message: str, generation: in
     }
 
 
+def _find_condition(status: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The first condition of that type in a status (of a pod, Deployment or ModelDeployment), or {}."""
+    for condition in (status or {}).get("conditions") or []:
+        if condition.get("type") == type_:
+            return dict(condition)
+    return {}
+
+
 # -- root causes from pods ----------------------------------------------------------------------
 
 
@@ -235,20 +243,14 @@ def root_cause(pods: Iterable[Mapping[str, Any]], spec: ModelDeploymentSpec | No
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return bool(condition.get("status") == "True")
-    return False
+    return _find_condition(pod.get("status"), "Ready").get("status") == "True"
 
 
 # -- the Deployment -----------------------------------------------------------------------------
 
 
 def _deployment_condition(deployment: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    for condition in (deployment.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_:
-            return dict(condition)
-    return {}
+    return _find_condition(deployment.get("status"), type_)
 
 
 @dataclass(frozen=True)
@@ -425,10 +427,7 @@ def _normalise(value: Any) -> Any:
 
 
 def ready_condition(status: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    for condition in (status or {}).get("conditions") or []:
-        if condition.get("type") == READY:
-            return dict(condition)
-    return {}
+    return _find_condition(status, READY)
 
 
 def transition_event(
