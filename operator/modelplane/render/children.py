@@ -557,7 +557,7 @@ def build_hpa(spec: ModelDeploymentSpec, owner: Owner) -> Manifest | None:
         "metadata": _metadata(owner, common_labels(owner.name)),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
-            "minReplicas": autoscaling.min_replicas or 1,
+            "minReplicas": min_replicas(spec),
             "maxReplicas": autoscaling.max_replicas,
             "metrics": [metric],
         },
@@ -596,7 +596,7 @@ def replicas_handover(spec: ModelDeploymentSpec, owner: Owner, current: int) -> 
     main manager can let go of it without a dip (the Kubernetes docs' "transferring ownership").
     """
     assert spec.autoscaling is not None
-    low, high = spec.autoscaling.min_replicas or 1, spec.autoscaling.max_replicas
+    low, high = min_replicas(spec), spec.autoscaling.max_replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelplane.api.models import GRPC_PORT, HTTP_PORT, ModelDeploymentSpec
-from modelplane.render.children import FETCH_CONTAINER, gpu_summary, selector_string
+from modelplane.render.children import FETCH_CONTAINER, gpu_summary, min_replicas, selector_string
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -280,7 +280,7 @@ def rollout(deployment: Mapping[str, Any], model: ModelDeploymentSpec | None = N
     generation = (deployment.get("metadata") or {}).get("generation") or 0
     desired = int(spec.get("replicas", 1))
     if model is not None and model.autoscaling is not None:
-        desired = max(desired, model.autoscaling.min_replicas or 1)
+        desired = max(desired, min_replicas(model))
     return Rollout(
         desired=desired,
         replicas=int(status.get("replicas") or 0),
