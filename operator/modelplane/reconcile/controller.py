@@ -162,7 +162,8 @@ class Controller:
         apply_error: ApplyError | None = None
         changes: list[tuple[str, str]] = []  # (reason, message) for events
         if spec is not None:
-            desired = build_children(spec, Owner(name=name, namespace=namespace, uid=uid), self.options)
+            owner = Owner(name=name, namespace=namespace, uid=uid)
+            desired = build_children(spec, owner, self.options)
             for manifest in desired:
                 kind: ChildKind = (manifest["apiVersion"], manifest["kind"])
                 before = observed.get(kind)
@@ -176,7 +177,7 @@ class Controller:
                     continue
                 try:
                     if kind == DEPLOYMENT and spec.autoscaling is not None and before is not None:
-                        await self._hand_over_replicas(spec, Owner(name, namespace, uid), before)
+                        await self._hand_over_replicas(spec, owner, before)
                     result = await self.kube.apply(manifest)
                     self._remember(key, kind, before, result)
                 except KubeError as exc:
