@@ -116,9 +116,9 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )
-    # Kopf logs every handler run at INFO; keep its warnings and errors unless asked.
+    # Kopf logs every handler run at INFO, the HTTP clients every request; keep their warnings and
+    # errors unless asked.
     if not verbose:
-        # Kopf logs every handler run at INFO, the HTTP clients every request; keep their warnings.
         for name in ("kopf", "httpx2", "aiohttp.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
