@@ -132,7 +132,7 @@ class Controller:
     # an older status: a reconcile in that gap (a pod event, say) would write the same status again
     # and post its event twice.
     _written: dict[Key, _Written] = field(default_factory=dict)
-    _applied: dict[tuple[Key, ChildKind], _Applied] = field(default_factory=dict)
+    _applied: dict[Key, dict[ChildKind, _Applied]] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     # Set while this replica may reconcile: always without peering; with peering, only while it is
     # the active replica (reconcile.peering). Cleared, the workers take no key and the resync stops.
@@ -148,8 +148,7 @@ class Controller:
             self._written.pop(key, None)
             for stale in [k for k in self._rejected if k[0] == key]:
                 del self._rejected[stale]
-            for gone in [k for k in self._applied if k[0] == key]:
-                del self._applied[gone]
+            self._applied.pop(key, None)
             return  # deleted: garbage collection removes the children
         metadata = resource.get("metadata") or {}
         if metadata.get("deletionTimestamp"):
@@ -249,25 +248,26 @@ class Controller:
     ) -> dict[ChildKind, Mapping[str, Any]]:
         """The children as the API server has them: our own latest writes where the cache lags."""
         children = dict(cached)
+        own = self._applied.get(key, {})
         now = self.clock()
-        for (owner, kind), applied in list(self._applied.items()):
-            if owner != key:
-                continue
+        for kind, applied in list(own.items()):
             if _version(cached.get(kind)) not in applied.behind or now - applied.at > OWN_WRITES_SECONDS:
-                del self._applied[owner, kind]  # the cache has our write, or a newer one: trust it
+                del own[kind]  # the cache has our write, or a newer one: trust it
             elif applied.result is None:
                 children.pop(kind, None)
             else:
                 children[kind] = applied.result
-
+        if not own:
+            self._applied.pop(key, None)
         return children
 
     def _remember(
         self, key: Key, kind: ChildKind, before: Mapping[str, Any] | None, result: Mapping[str, Any] | None
     ) -> None:
-        last = self._applied.get((key, kind))
+        own = self._applied.setdefault(key, {})
+        last = own.get(kind)
         behind = {_version(before)} | (set(last.behind) if last else set())
-        self._applied[key, kind] = _Applied(result, frozenset(behind), self.clock())
+        own[kind] = _Applied(result, frozenset(behind), self.clock())
 
     def _previous_status(self, key: Key, version: str, cached: Mapping[str, Any]) -> Mapping[str, Any]:
         """The status as the API server has it: our last write while the cache has not caught up."""
